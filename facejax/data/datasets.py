@@ -1,0 +1,82 @@
+"""From `config.data` to the tables the input pipeline reads.
+
+`config.data.source` picks how images are read:
+  "folder": JPEGs straight from the identity-folder tree on disk;
+  "tfds":   a facejax TFDS dataset prepared once (`tfds_builders`), whose
+            encoded bytes are loaded into memory and read back without
+            touching the image files again.
+"""
+
+import dataclasses
+import os
+
+import ml_collections
+import numpy as np
+
+from facejax.data import input_pipeline
+from facejax.data.identity_folder import scan_identity_folder
+from facejax.data.paths import resolve_data_dir
+
+
+@dataclasses.dataclass
+class TrainSource:
+  table: input_pipeline.ImageTable
+  indices_by_class: list[np.ndarray]
+  class_names: tuple[str, ...]
+
+  @property
+  def num_images(self) -> int:
+    return len(self.table)
+
+
+def _pair(x):
+  return (x, x) if isinstance(x, int) else tuple(x)
+
+
+def preprocessing(data: ml_collections.ConfigDict, train: bool) -> input_pipeline.Preprocessing:
+  return input_pipeline.Preprocessing(
+      image_size=_pair(data.image_size), resize_size=_pair(data.resize_size),
+      source_crop=data.source_crop, standardization=data.standardization,
+      random_flip=train and data.random_flip, random_crop=train and data.random_crop)
+
+
+def lfw_root(data: ml_collections.ConfigDict):
+  """The LFW root (holding pairs.txt and lfw/) from config or FACEJAX_DATA_DIR."""
+  return resolve_data_dir(data.get("data_dir"), "lfw")
+
+
+def train_image_root(data: ml_collections.ConfigDict) -> str:
+  """Identity-folder tree to train on: `data.train_dir`, else LFW's image folder."""
+  if data.get("train_dir"):
+    if not os.path.isdir(data.train_dir):
+      raise FileNotFoundError(f"config.data.train_dir={data.train_dir!r} is not a directory")
+    return data.train_dir
+  return str(lfw_root(data) / "lfw")
+
+
+def build_train_source(data: ml_collections.ConfigDict) -> TrainSource:
+  """Scans (or loads the prepared TFDS copy of) the training identities.
+
+  `data.train_people` (a people file such as peopleDevTrain.txt, relative to
+  the LFW root or absolute) restricts the identities; identities with fewer
+  than `data.min_images_per_identity` images are dropped because they cannot
+  give anchor-positive pairs.
+  """
+  root = train_image_root(data)
+  include = data.get("train_people")
+  if include and not os.path.isabs(include):
+    include = str(lfw_root(data) / include)
+  ds = scan_identity_folder(root, min_images_per_identity=data.min_images_per_identity,
+                            include=include or None, max_identities=data.get("max_identities"))
+  paths = [os.path.join(str(ds.root), p) for p in ds.paths]
+  encoded = None
+  if data.source == "tfds":
+    from facejax.data import tfds_builders
+    builder = tfds_builders.prepare_identity_folder(
+        root, data.tfds_data_dir, min_images_per_identity=data.min_images_per_identity)
+    by_path = tfds_builders.encoded_by_path(builder, "train")
+    encoded = [by_path[p] for p in ds.paths]
+  elif data.source != "folder":
+    raise ValueError(f"config.data.source={data.source!r}: use 'folder' or 'tfds'")
+  return TrainSource(table=input_pipeline.ImageTable(paths, encoded),
+                     indices_by_class=ds.indices_by_class(), class_names=ds.class_names)

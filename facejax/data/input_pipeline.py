@@ -1,0 +1,232 @@
+"""tf.data input pipeline: P x K identity-balanced batches and evaluation batches.
+
+Determinism: the images of training step `s` are a pure function of
+`(seed, s)` (see `sample_pk_indices`), and every random augmentation is a
+stateless op keyed on `(seed, s, slot)`. A run that resumes at step `s`
+therefore sees exactly the batches an uninterrupted run would have, with no
+iterator state to checkpoint.
+"""
+
+import dataclasses
+from typing import Iterator, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+  """How an encoded image becomes a net input.
+
+  The source image (e.g. a 250x250 LFW original) is centre-cropped to
+  `source_crop` pixels (0 = keep all), resized to `resize_size`, then cropped
+  to `image_size`: a random crop when training with `random_crop`, the centre
+  crop otherwise, so train and eval see faces at the same scale.
+  """
+  image_size: tuple[int, int]
+  resize_size: tuple[int, int]
+  source_crop: int = 0
+  standardization: str = "fixed"  # "fixed": (x-127.5)/128 | "prewhiten"
+  random_flip: bool = True
+  random_crop: bool = True
+
+  def __post_init__(self):
+    if self.standardization not in ("fixed", "prewhiten"):
+      raise ValueError(
+          f"config.data.standardization={self.standardization!r}: use 'fixed' or 'prewhiten'")
+    if any(r < i for r, i in zip(self.resize_size, self.image_size)):
+      raise ValueError(f"config.data.resize_size {self.resize_size} is smaller than "
+                       f"config.data.image_size {self.image_size}")
+
+
+def standardize(image: tf.Tensor, mode: str) -> tf.Tensor:
+  """[H, W, 3] float32 in [0, 255] -> standardised float32."""
+  if mode == "fixed":
+    return (image - 127.5) / 128.0
+  # Per-image whitening as in davidsandberg/facenet's `prewhiten`.
+  mean = tf.reduce_mean(image)
+  std = tf.math.reduce_std(image)
+  n = tf.cast(tf.size(image), tf.float32)
+  return (image - mean) / tf.maximum(std, 1.0 / tf.sqrt(n))
+
+
+def decode_and_preprocess(encoded: tf.Tensor, seed: tf.Tensor, prep: Preprocessing,
+                          train: bool) -> tf.Tensor:
+  """Encoded JPEG/PNG bytes -> [image_size..., 3] float32.
+
+  Grayscale and RGBA inputs become RGB via `channels=3`. `seed` is a [2] int
+  tensor for the stateless augmentation ops.
+  """
+  image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+  image = tf.cast(image, tf.float32)
+  if prep.source_crop:
+    shape = tf.shape(image)
+    c = tf.minimum(prep.source_crop, tf.minimum(shape[0], shape[1]))
+    image = tf.image.crop_to_bounding_box(image, (shape[0] - c) // 2, (shape[1] - c) // 2, c, c)
+  image = tf.image.resize(image, prep.resize_size, method="bilinear", antialias=True)
+  h, w = prep.image_size
+  if train and prep.random_crop:
+    image = tf.image.stateless_random_crop(image, (h, w, 3), seed=seed)
+  else:
+    image = tf.image.resize_with_crop_or_pad(image, h, w)
+  if train and prep.random_flip:
+    image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
+  return standardize(image, prep.standardization)
+
+
+def sample_pk_indices(indices_by_class: Sequence[np.ndarray], num_identities: int,
+                      images_per_identity: int, seed: int, step: int):
+  """Indices of the identity-balanced batch of one training step.
+
+  Picks P identities without replacement, then up to K of each one's images
+  without replacement. An identity with fewer than K images fills its
+  remaining slots with masked rows (mask False) instead of duplicates: a
+  duplicated image would form a trivially easy positive pair.
+
+  Returns:
+    indices [P*K] int64, labels [P*K] int32 (class index), mask [P*K] bool.
+  """
+  rng = np.random.default_rng([seed, step])
+  classes = rng.choice(len(indices_by_class), size=num_identities, replace=False)
+  k = images_per_identity
+  indices = np.zeros((num_identities, k), np.int64)
+  mask = np.zeros((num_identities, k), bool)
+  for row, c in enumerate(classes):
+    members = indices_by_class[c]
+    take = min(k, len(members))
+    indices[row, :take] = rng.choice(members, size=take, replace=False)
+    indices[row, take:] = indices[row, 0]
+    mask[row, :take] = True
+  labels = np.repeat(classes.astype(np.int32), k)
+  return indices.reshape(-1), labels, mask.reshape(-1)
+
+
+class ImageDecodeError(ValueError):
+  """An image could not be decoded; the message names the file."""
+
+  def __init__(self, path: str, detail: str):
+    super().__init__(f"cannot decode image {path}: {detail.splitlines()[0]}")
+    self.path = path
+
+
+class ImageTable:
+  """Random access to encoded images: file paths on disk, or bytes in memory.
+
+  `paths` are absolute file paths; `encoded` (optional) holds the same images
+  already read into memory, e.g. from a prepared TFDS dataset.
+  """
+
+  def __init__(self, paths: Sequence[str], encoded: Sequence[bytes] | None = None):
+    self.paths = list(paths)
+    self._paths_t = tf.constant(self.paths)
+    self._encoded_t = None if encoded is None else tf.constant(list(encoded))
+
+  def __len__(self):
+    return len(self.paths)
+
+  def first_undecodable(self, indices) -> str:
+    """Path of the first image among `indices` that TensorFlow cannot decode."""
+    for i in indices:
+      try:
+        tf.io.decode_image(self.read(tf.constant(int(i))), channels=3, expand_animations=False)
+      except tf.errors.InvalidArgumentError:
+        return self.paths[int(i)]
+    return "<unknown file>"
+
+  def read(self, index: tf.Tensor) -> tf.Tensor:
+    if self._encoded_t is not None:
+      return tf.gather(self._encoded_t, index)
+    return tf.io.read_file(tf.gather(self._paths_t, index))
+
+
+def train_batches(table: ImageTable, indices_by_class: Sequence[np.ndarray],
+                  prep: Preprocessing, *, num_identities: int, images_per_identity: int,
+                  seed: int, start_step: int, num_steps: int,
+                  process_index: int = 0, process_count: int = 1,
+                  prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
+  """Yields this host's share of each global P x K batch, steps start..num_steps-1.
+
+  Every host samples the same global batch and keeps its contiguous slice, so
+  the global batch assembled on the device mesh is identical whatever the
+  number of hosts.
+
+  Yields dicts: image [B_local, H, W, 3] float32, label [B_local] int32,
+  mask [B_local] bool, index [B_local] int64 (into `table`), step () int64.
+  """
+  global_batch = num_identities * images_per_identity
+  if global_batch % process_count:
+    raise ValueError(f"global batch {global_batch} is not divisible by {process_count} hosts")
+  local = global_batch // process_count
+  lo = process_index * local
+
+  def step_indices():
+    for step in range(start_step, num_steps):
+      idx, lab, msk = sample_pk_indices(indices_by_class, num_identities,
+                                        images_per_identity, seed, step)
+      slots = np.arange(lo, lo + local, dtype=np.int64)
+      yield (np.int64(step), idx[lo:lo + local], lab[lo:lo + local], msk[lo:lo + local], slots)
+
+  spec = (tf.TensorSpec((), tf.int64), tf.TensorSpec((local,), tf.int64),
+          tf.TensorSpec((local,), tf.int32), tf.TensorSpec((local,), tf.bool),
+          tf.TensorSpec((local,), tf.int64))
+  ds = tf.data.Dataset.from_generator(step_indices, output_signature=spec)
+
+  def per_image(step, idx, lab, msk, slots):
+    n = tf.shape(idx)[0]
+    return tf.data.Dataset.from_tensor_slices(
+        (tf.fill([n], step), idx, lab, msk, slots))
+
+  def load(step, idx, lab, msk, slot):
+    # Seeds depend on (seed, step, slot) only: stable across restarts and hosts.
+    aug_seed = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + step, slot])
+    image = decode_and_preprocess(table.read(idx), aug_seed, prep, train=True)
+    return {"image": image, "label": lab, "mask": msk, "index": idx, "step": step}
+
+  ds = ds.flat_map(per_image)
+  ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.batch(local, drop_remainder=True)
+  ds = ds.map(lambda b: {**b, "step": b["step"][0]})
+  ds = ds.prefetch(prefetch)
+  it = iter(ds.as_numpy_iterator())
+  step = start_step
+  while True:
+    try:
+      batch = next(it)
+    except StopIteration:
+      return
+    except tf.errors.InvalidArgumentError as e:
+      idx, _, _ = sample_pk_indices(indices_by_class, num_identities, images_per_identity,
+                                    seed, step)
+      raise ImageDecodeError(table.first_undecodable(idx[lo:lo + local]), e.message) from e
+    step += 1
+    yield batch
+
+
+def eval_batches(table: ImageTable, prep: Preprocessing, batch_size: int
+                 ) -> Iterator[tuple[np.ndarray, int]]:
+  """Yields ([batch_size, H, W, 3] float32, n_valid) over `table` in order.
+
+  The last batch is zero-padded to `batch_size` so the jitted embedding
+  function compiles once; `n_valid` says how many rows are real.
+  """
+  n = len(table)
+  ds = tf.data.Dataset.range(n).map(
+      lambda i: decode_and_preprocess(table.read(i), tf.zeros([2], tf.int64), prep, train=False),
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.batch(batch_size).prefetch(2)
+  it = iter(ds.as_numpy_iterator())
+  start = 0
+  while True:
+    try:
+      images = next(it)
+    except StopIteration:
+      return
+    except tf.errors.InvalidArgumentError as e:
+      raise ImageDecodeError(
+          table.first_undecodable(range(start, min(n, start + batch_size))), e.message) from e
+    valid = images.shape[0]
+    start += valid
+    if valid < batch_size:
+      images = np.concatenate(
+          [images, np.zeros((batch_size - valid,) + images.shape[1:], images.dtype)])
+    yield images, valid

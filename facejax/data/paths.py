@@ -1,0 +1,100 @@
+"""Locating on-disk datasets.
+
+Datasets live under a *data dir* that holds one sub-folder per dataset. For LFW:
+
+    <data_dir>/lfw/                       <- the LFW root returned by `resolve_data_dir`
+    <data_dir>/lfw/pairs.txt              (View 2 protocol; plus pairsDevTrain.txt, ...)
+    <data_dir>/lfw/lfw/<Name>/<Name>_0001.jpg
+
+The data dir comes from the config (`config.data.data_dir`) or, failing that, from the
+`FACEJAX_DATA_DIR` environment variable. Nothing is downloaded here: when a dataset is
+absent we fail with a message that says how to provide it.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+ENV_VAR = "FACEJAX_DATA_DIR"
+CONFIG_KEY = "config.data.data_dir"
+
+# Files whose absence makes a dataset root unusable. The View 1 files are not required:
+# evaluation on View 2 only needs pairs.txt, and readers of the others name the missing
+# file themselves when asked for it.
+_REQUIRED = {
+    "lfw": ("pairs.txt", "lfw/"),
+}
+
+_LAYOUT_HINT = {
+    "lfw": (
+        "Expected layout (LFW root = <dir>/lfw):\n"
+        "  <dir>/lfw/lfw/<Name>/<Name>_0001.jpg   (the extracted lfw.tgz, 13,233 JPEGs)\n"
+        "  <dir>/lfw/pairs.txt                    (View 2 pairs)\n"
+        "  <dir>/lfw/pairsDevTrain.txt, pairsDevTest.txt, peopleDevTrain.txt,\n"
+        "  <dir>/lfw/peopleDevTest.txt, lfw-names.txt  (View 1 protocol and names)\n"
+        "The files can be downloaded from the official LFW site "
+        "(http://vis-www.cs.umass.edu/lfw/) when online; "
+        "facejax.data.tfds_builders.Lfw downloads them itself when given no local copy."
+    ),
+}
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A dataset is not where the configuration says, or no location was configured."""
+
+
+def _how_to_fix(dataset: str) -> str:
+    hint = _LAYOUT_HINT.get(dataset, f"Expected layout: <dir>/{dataset}/<identity>/<image>.")
+    return (
+        f"Set `{CONFIG_KEY}` (e.g. --config.data.data_dir=/path/to/data) or the "
+        f"environment variable `{ENV_VAR}` to the folder that holds the `{dataset}/` "
+        f"sub-folder.\n{hint}"
+    )
+
+
+def _missing(root: pathlib.Path, dataset: str) -> list[str]:
+    missing = []
+    for name in _REQUIRED.get(dataset, ()):
+        p = root / name.rstrip("/")
+        ok = p.is_dir() if name.endswith("/") else p.is_file()
+        if not ok:
+            missing.append(str(p) + ("/" if name.endswith("/") else ""))
+    return missing
+
+
+def resolve_data_dir(configured: str | os.PathLike | None, dataset: str = "lfw") -> pathlib.Path:
+    """Returns the root folder of `dataset` (for LFW: the folder holding pairs.txt and lfw/).
+
+    Args:
+      configured: `config.data.data_dir`, or None/"" when unset. Either the data dir that
+        holds `<dataset>/`, or (accepted for convenience) the dataset root itself.
+      dataset: sub-folder name, e.g. "lfw".
+
+    Raises:
+      DataNotFoundError: no location configured, the location does not exist, or it lacks
+        a required file (the message names the missing file and how to fix it).
+    """
+    if configured:
+        source, base = f"`{CONFIG_KEY}`", pathlib.Path(configured).expanduser()
+    elif os.environ.get(ENV_VAR):
+        source, base = f"environment variable `{ENV_VAR}`", pathlib.Path(os.environ[ENV_VAR]).expanduser()
+    else:
+        raise DataNotFoundError(
+            f"No data directory configured for dataset {dataset!r}.\n{_how_to_fix(dataset)}"
+        )
+    if not base.is_dir():
+        raise DataNotFoundError(
+            f"Data directory {base} (from {source}) does not exist.\n{_how_to_fix(dataset)}"
+        )
+    candidate = base / dataset
+    missing = _missing(candidate, dataset) if candidate.is_dir() else [str(candidate) + "/"]
+    if not missing:
+        return candidate
+    if _REQUIRED.get(dataset) and not _missing(base, dataset):
+        # `base` already is the dataset root (e.g. FACEJAX_DATA_DIR=/data/lfw).
+        return base
+    raise DataNotFoundError(
+        f"Data directory {base} (from {source}) is missing {', '.join(missing)}.\n"
+        f"{_how_to_fix(dataset)}"
+    )

@@ -1,0 +1,253 @@
+"""Training: a jitted, mesh-sharded triplet step, Orbax checkpoints, periodic LFW eval.
+
+`train_step(state, batch) -> (state, metrics)` is jitted over a 1-D device
+mesh ("data"): the global batch is split across devices, params are
+replicated, and because the loss is written on the global [B, D] embedding
+matrix, XLA gathers embeddings so that mining sees every image of the batch.
+The same code runs on one CPU and on a multi-host pod.
+"""
+
+import functools
+import os
+import time
+from typing import Any, Callable
+
+from absl import logging
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from facejax import checkpointing
+from facejax import optimizers
+from facejax.data import datasets
+from facejax.data import input_pipeline
+from facejax.losses import get_triplet_loss
+from facejax.models import create_model
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step reads and writes. `rng` is a raw uint32[2] key."""
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array
+
+  def model_vars(self) -> dict:
+    return {"params": self.params, "batch_stats": self.batch_stats}
+
+  def train_vars(self) -> dict:
+    return {"opt_state": self.opt_state, "step": self.step, "rng": self.rng}
+
+
+def make_mesh(devices=None) -> Mesh:
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), ("data",))
+
+
+def create_train_state(config: ml_collections.ConfigDict, model: nn.Module,
+                       tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
+  """Initialises params (float32) and optimizer state from `rng`."""
+  h, w = _pair(config.data.image_size)
+  init_rng, state_rng = jax.random.split(rng)
+  variables = model.init(init_rng, jnp.zeros((1, h, w, 3), jnp.float32), train=False)
+  params = variables["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=variables.get("batch_stats", {}),
+                    opt_state=tx.init(params), rng=jax.random.key_data(state_rng))
+
+
+def _pair(x):
+  return (x, x) if isinstance(x, int) else tuple(x)
+
+
+def train_step(state: TrainState, batch: dict, *, model: nn.Module,
+               tx: optax.GradientTransformation, loss_fn: Callable) -> tuple[TrainState, dict]:
+  """One optimizer step on the global batch.
+
+  Args:
+    state: replicated TrainState.
+    batch: image [B, H, W, 3] float32, label [B] int32, mask [B] bool, sharded on "data".
+  Returns:
+    (new state, metrics dict of scalars).
+  """
+  step_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+  has_bn = bool(jax.tree.leaves(state.batch_stats))
+
+  def compute_loss(params):
+    variables = {"params": params}
+    if has_bn:
+      variables["batch_stats"] = state.batch_stats
+      emb, updates = model.apply(variables, batch["image"], train=True,
+                                 rngs={"dropout": step_rng}, mutable=["batch_stats"])
+      new_stats = updates["batch_stats"]
+    else:
+      emb = model.apply(variables, batch["image"], train=True, rngs={"dropout": step_rng})
+      new_stats = state.batch_stats
+    loss, metrics = loss_fn(emb, batch["label"], batch["mask"])
+    return loss, (metrics, new_stats, emb)
+
+  (loss, (metrics, new_stats, emb)), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  mask = batch["mask"].astype(jnp.float32)
+  # Collapse check (FaceNet §3.2): spread of the embeddings around their mean.
+  mean_emb = jnp.sum(emb * mask[:, None], 0) / jnp.maximum(mask.sum(), 1.0)
+  spread = jnp.sum(jnp.sum(jnp.square(emb - mean_emb), -1) * mask) / jnp.maximum(mask.sum(), 1.0)
+  metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
+                 embedding_spread=spread, valid_images=mask.sum())
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                            batch_stats=new_stats)
+  return new_state, metrics
+
+
+def make_jitted_step(config, model, tx, mesh: Mesh):
+  """train_step jitted with replicated state and batch sharded over "data"."""
+  loss_fn = functools.partial(get_triplet_loss(config.loss.name), margin=config.loss.margin)
+  replicated = NamedSharding(mesh, P())
+  batch_sharding = NamedSharding(mesh, P("data"))
+  step = functools.partial(train_step, model=model, tx=tx, loss_fn=loss_fn)
+  return jax.jit(step, in_shardings=(replicated, batch_sharding),
+                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
+def shard_batch(batch: dict, mesh: Mesh) -> dict:
+  """Host-local numpy batch -> global jax arrays sharded over the mesh."""
+  sharding = NamedSharding(mesh, P("data"))
+  return {k: jax.make_array_from_process_local_data(sharding, batch[k])
+          for k in ("image", "label", "mask")}
+
+
+def _eval_hook(config, workdir, state, protocol, step):
+  # Imported here so that the trainer module does not need the evaluator to import.
+  from facejax.evaluation import evaluate_lfw
+  return evaluate_lfw(config, workdir=workdir, variables=state.model_vars(), step=step,
+                      protocol=protocol)
+
+
+def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Fails at start-up, naming the key, on combinations that cannot run."""
+  pk = config.num_identities * config.images_per_identity
+  if config.batch_size != pk:
+    raise ValueError(f"config.batch_size={config.batch_size} != config.num_identities x "
+                     f"config.images_per_identity = {config.num_identities} x "
+                     f"{config.images_per_identity} = {pk}")
+  if config.batch_size % num_devices:
+    raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the "
+                     f"{num_devices} devices of the mesh")
+  if config.images_per_identity < 2:
+    raise ValueError("config.images_per_identity must be >= 2 to form anchor-positive pairs")
+  if config.data.min_images_per_identity < 2:
+    raise ValueError("config.data.min_images_per_identity must be >= 2: a single-image "
+                     "identity cannot form a positive pair")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint if any."""
+  validate_config(config, jax.device_count())
+  os.makedirs(workdir, exist_ok=True)
+  is_chief = jax.process_index() == 0
+  mesh = make_mesh()
+  model = create_model(config.model)
+  tx = optimizers.create_optimizer(config.optimizer, config.num_train_steps)
+  state = create_train_state(config, model, tx, jax.random.key(config.seed))
+  replicated = NamedSharding(mesh, P())
+  state = jax.device_put(state, replicated)
+
+  manager = checkpointing.make_manager(workdir, max_to_keep=config.checkpoint.max_to_keep,
+                                       async_save=config.checkpoint.get("async_save", True))
+  start_step = 0
+  latest = manager.latest_step()
+  if latest is not None:
+    checkpointing.check_compatible(checkpointing.restore_meta(manager, latest), config,
+                                   f"{checkpointing.checkpoint_dir(workdir)}/{latest}")
+    model_vars, train_vars = checkpointing.restore(manager, latest, state.model_vars(),
+                                                   state.train_vars())
+    state = state.replace(params=model_vars["params"], batch_stats=model_vars["batch_stats"],
+                          **train_vars)
+    start_step = int(state.step)
+    logging.info("Resumed from %s at step %d", checkpointing.checkpoint_dir(workdir), start_step)
+
+  source = datasets.build_train_source(config.data)
+  prep = datasets.preprocessing(config.data, train=True)
+  batches = input_pipeline.train_batches(
+      source.table, source.indices_by_class, prep,
+      num_identities=config.num_identities, images_per_identity=config.images_per_identity,
+      seed=config.seed, start_step=start_step, num_steps=config.num_train_steps,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  step_fn = make_jitted_step(config, model, tx, mesh)
+  writer = _SummaryWriter(workdir) if is_chief else None
+  progress = _progress(start_step, config.num_train_steps, is_chief)
+
+  images_per_step = config.num_identities * config.images_per_identity
+  t_last, n_last = time.perf_counter(), 0
+  for batch in batches:
+    step = int(batch["step"]) + 1  # step count after this update
+    state, metrics = step_fn(state, shard_batch(batch, mesh))
+    n_last += 1
+    if step % config.log_every_steps == 0 or step == config.num_train_steps:
+      metrics = jax.device_get(metrics)
+      if not np.isfinite(metrics["loss"]):
+        raise FloatingPointError(f"loss is {metrics['loss']} at step {step}; last good "
+                                 f"checkpoint: step {manager.latest_step()}")
+      now = time.perf_counter()
+      metrics["images_per_sec"] = n_last * images_per_step / (now - t_last)
+      t_last, n_last = now, 0
+      if writer:
+        writer.scalars(step, metrics)
+      progress.set_postfix(loss=f"{metrics['loss']:.4f}",
+                           active=f"{metrics['fraction_active']:.2f}",
+                           img_s=f"{metrics['images_per_sec']:.1f}")
+    progress.update(1)
+    if step % config.checkpoint.every_steps == 0 or step == config.num_train_steps:
+      checkpointing.save(manager, step, state.model_vars(), state.train_vars(),
+                         checkpointing.checkpoint_meta(config, step))
+    if config.eval.every_steps and step % config.eval.every_steps == 0 and step != config.num_train_steps:
+      for protocol in config.eval.during_training:
+        result = _eval_hook(config, workdir, state, protocol, step)
+        if writer:
+          writer.scalars(step, {f"eval/{protocol}/{k}": v for k, v in result.scalars().items()})
+  progress.close()
+  manager.wait_until_finished()
+  final_step = int(state.step)
+  for protocol in config.eval.at_end:
+    result = _eval_hook(config, workdir, state, protocol, final_step)
+    logging.info("step %d %s: %s", final_step, protocol, result.summary())
+    if writer:
+      writer.scalars(final_step, {f"eval/{protocol}/{k}": v for k, v in result.scalars().items()})
+  if writer:
+    writer.close()
+  manager.close()
+  return state
+
+
+def _progress(start, total, enabled):
+  from tqdm import tqdm
+  return tqdm(total=total, initial=start, disable=not enabled, desc="train", unit="step",
+              dynamic_ncols=True)
+
+
+class _SummaryWriter:
+  """TensorBoard scalars under <workdir>/tensorboard.
+
+  tensorboardX writes the event files without the (multi-hundred-MB)
+  tensorboard package, which tensorflow-cpu no longer pulls in.
+  """
+
+  def __init__(self, workdir):
+    from tensorboardX import SummaryWriter
+    self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def scalars(self, step, values):
+    for k, v in values.items():
+      self._writer.add_scalar(k, float(v), step)
+    self._writer.flush()
+
+  def close(self):
+    self._writer.close()
