@@ -185,6 +185,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   writer = _SummaryWriter(workdir) if is_chief else None
   progress = _progress(start_step, config.num_train_steps, is_chief)
 
+  try:
+    state = _train_loop(config, workdir, state, batches, step_fn, mesh, manager, writer, progress)
+  finally:
+    # A Python-level failure (bad image, NaN, Ctrl-C) must not lose the
+    # checkpoint that is still being written in the background.
+    manager.wait_until_finished()
+    progress.close()
+
+  final_step = int(state.step)
+  for protocol in config.eval.at_end:
+    result = _eval_hook(config, workdir, state, protocol, final_step)
+    logging.info("step %d %s: %s", final_step, protocol, result.summary())
+    if writer:
+      writer.scalars(final_step, {f"eval/{protocol}/{k}": v for k, v in result.scalars().items()})
+  if writer:
+    writer.close()
+  manager.close()
+  return state
+
+
+def _train_loop(config, workdir, state, batches, step_fn, mesh, manager, writer, progress):
   images_per_step = config.num_identities * config.images_per_identity
   t_last, n_last = time.perf_counter(), 0
   for batch in batches:
@@ -213,17 +234,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         result = _eval_hook(config, workdir, state, protocol, step)
         if writer:
           writer.scalars(step, {f"eval/{protocol}/{k}": v for k, v in result.scalars().items()})
-  progress.close()
-  manager.wait_until_finished()
-  final_step = int(state.step)
-  for protocol in config.eval.at_end:
-    result = _eval_hook(config, workdir, state, protocol, final_step)
-    logging.info("step %d %s: %s", final_step, protocol, result.summary())
-    if writer:
-      writer.scalars(final_step, {f"eval/{protocol}/{k}": v for k, v in result.scalars().items()})
-  if writer:
-    writer.close()
-  manager.close()
   return state
 
 

@@ -41,60 +41,60 @@ _LAYOUT_HINT = {
 
 
 class DataNotFoundError(FileNotFoundError):
-    """A dataset is not where the configuration says, or no location was configured."""
+  """A dataset is not where the configuration says, or no location was configured."""
 
 
 def _how_to_fix(dataset: str) -> str:
-    hint = _LAYOUT_HINT.get(dataset, f"Expected layout: <dir>/{dataset}/<identity>/<image>.")
-    return (
-        f"Set `{CONFIG_KEY}` (e.g. --config.data.data_dir=/path/to/data) or the "
-        f"environment variable `{ENV_VAR}` to the folder that holds the `{dataset}/` "
-        f"sub-folder.\n{hint}"
-    )
+  hint = _LAYOUT_HINT.get(dataset, f"Expected layout: <dir>/{dataset}/<identity>/<image>.")
+  return (
+      f"Set `{CONFIG_KEY}` (e.g. --config.data.data_dir=/path/to/data) or the "
+      f"environment variable `{ENV_VAR}` to the folder that holds the `{dataset}/` "
+      f"sub-folder.\n{hint}"
+  )
 
 
 def _missing(root: pathlib.Path, dataset: str) -> list[str]:
-    missing = []
-    for name in _REQUIRED.get(dataset, ()):
-        p = root / name.rstrip("/")
-        ok = p.is_dir() if name.endswith("/") else p.is_file()
-        if not ok:
-            missing.append(str(p) + ("/" if name.endswith("/") else ""))
-    return missing
+  missing = []
+  for name in _REQUIRED.get(dataset, ()):
+    p = root / name.rstrip("/")
+    ok = p.is_dir() if name.endswith("/") else p.is_file()
+    if not ok:
+      missing.append(str(p) + ("/" if name.endswith("/") else ""))
+  return missing
 
 
 def resolve_data_dir(configured: str | os.PathLike | None, dataset: str = "lfw") -> pathlib.Path:
-    """Returns the root folder of `dataset` (for LFW: the folder holding pairs.txt and lfw/).
+  """Returns the root folder of `dataset` (for LFW: the folder holding pairs.txt and lfw/).
 
-    Args:
-      configured: `config.data.data_dir`, or None/"" when unset. Either the data dir that
-        holds `<dataset>/`, or (accepted for convenience) the dataset root itself.
-      dataset: sub-folder name, e.g. "lfw".
+  Args:
+    configured: `config.data.data_dir`, or None/"" when unset. Either the data dir that
+      holds `<dataset>/`, or (accepted for convenience) the dataset root itself.
+    dataset: sub-folder name, e.g. "lfw".
 
-    Raises:
-      DataNotFoundError: no location configured, the location does not exist, or it lacks
-        a required file (the message names the missing file and how to fix it).
-    """
-    if configured:
-        source, base = f"`{CONFIG_KEY}`", pathlib.Path(configured).expanduser()
-    elif os.environ.get(ENV_VAR):
-        source, base = f"environment variable `{ENV_VAR}`", pathlib.Path(os.environ[ENV_VAR]).expanduser()
-    else:
-        raise DataNotFoundError(
-            f"No data directory configured for dataset {dataset!r}.\n{_how_to_fix(dataset)}"
-        )
-    if not base.is_dir():
-        raise DataNotFoundError(
-            f"Data directory {base} (from {source}) does not exist.\n{_how_to_fix(dataset)}"
-        )
-    candidate = base / dataset
-    missing = _missing(candidate, dataset) if candidate.is_dir() else [str(candidate) + "/"]
-    if not missing:
-        return candidate
-    if _REQUIRED.get(dataset) and not _missing(base, dataset):
-        # `base` already is the dataset root (e.g. FACEJAX_DATA_DIR=/data/lfw).
-        return base
+  Raises:
+    DataNotFoundError: no location configured, the location does not exist, or it lacks
+      a required file (the message names the missing file and how to fix it).
+  """
+  if configured:
+    source, base = f"`{CONFIG_KEY}`", pathlib.Path(configured).expanduser()
+  elif os.environ.get(ENV_VAR):
+    source, base = f"environment variable `{ENV_VAR}`", pathlib.Path(os.environ[ENV_VAR]).expanduser()
+  else:
     raise DataNotFoundError(
-        f"Data directory {base} (from {source}) is missing {', '.join(missing)}.\n"
-        f"{_how_to_fix(dataset)}"
+        f"No data directory configured for dataset {dataset!r}.\n{_how_to_fix(dataset)}"
     )
+  if not base.is_dir():
+    raise DataNotFoundError(
+        f"Data directory {base} (from {source}) does not exist.\n{_how_to_fix(dataset)}"
+    )
+  candidate = base / dataset
+  missing = _missing(candidate, dataset) if candidate.is_dir() else [str(candidate) + "/"]
+  if not missing:
+    return candidate
+  if _REQUIRED.get(dataset) and not _missing(base, dataset):
+    # `base` already is the dataset root (e.g. FACEJAX_DATA_DIR=/data/lfw).
+    return base
+  raise DataNotFoundError(
+      f"Data directory {base} (from {source}) is missing {', '.join(missing)}.\n"
+      f"{_how_to_fix(dataset)}"
+  )

@@ -661,7 +661,8 @@ def plot_roc(
         lo = min(min_fpr, smallest_pos)
         ax.set_xscale("log", nonpositive="clip")
         ax.set_xlim(lo, 1.0)
-        ax.plot([lo, 1.0], [lo, 1.0], ls=":", c="gray", lw=1)
+        chance = np.logspace(math.log10(lo), 0.0, 200)  # y = x is curved on log-x
+        ax.plot(chance, chance, ls=":", c="gray", lw=1)
     else:
         ax.set_xlim(0.0, 1.0)
         ax.plot([0.0, 1.0], [0.0, 1.0], ls=":", c="gray", lw=1)

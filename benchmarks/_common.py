@@ -1,0 +1,59 @@
+"""Helpers shared by the benchmark scripts (config loading, environment line)."""
+
+import datetime
+import importlib.util
+import os
+import pathlib
+import platform
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+CONFIG_FILE = REPO_ROOT / "configs" / "nn1.py"
+
+
+def load_nn1_config(variant: str | None):
+  """`configs/nn1.py:get_config(variant)` loaded from its file path (no config_flags)."""
+  spec = importlib.util.spec_from_file_location("_facejax_nn1_config", CONFIG_FILE)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)
+
+
+def cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown"
+
+
+def loadavg() -> str:
+  try:
+    return "%.2f %.2f %.2f" % os.getloadavg()
+  except OSError:
+    return "n/a"
+
+
+def environment_lines(extra: dict[str, str] | None = None) -> list[str]:
+  lines = [
+      f"date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+      f"cpu: {cpu_model()}, os.cpu_count()={os.cpu_count()}, "
+      f"sched_getaffinity={len(os.sched_getaffinity(0))}",
+      f"python: {platform.python_version()}",
+  ]
+  for k, v in (extra or {}).items():
+    lines.append(f"{k}: {v}")
+  lines.append(f"load average (1/5/15 min): {loadavg()}")
+  return lines
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+  widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
+            for i, h in enumerate(headers)]
+  fmt = " | ".join("{:>%d}" % w for w in widths)
+  print(fmt.format(*headers))
+  print("-+-".join("-" * w for w in widths))
+  for r in rows:
+    print(fmt.format(*[str(x) for x in r]))

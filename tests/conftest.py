@@ -1,0 +1,31 @@
+"""Shared fixtures: the real LFW copy and the smoke config."""
+
+import os
+import pathlib
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
+
+
+def data_dir() -> pathlib.Path:
+  return pathlib.Path(os.environ.get("FACEJAX_DATA_DIR", DEFAULT_DATA_DIR))
+
+
+@pytest.fixture(scope="session")
+def lfw_root() -> pathlib.Path:
+  root = data_dir() / "lfw"
+  if not (root / "pairs.txt").is_file():
+    pytest.skip(f"real LFW not found at {root}: set FACEJAX_DATA_DIR to the folder holding lfw/")
+  return root
+
+
+@pytest.fixture
+def smoke_config(lfw_root):
+  sys.path.insert(0, str(REPO / "configs"))
+  import nn1
+  c = nn1.get_config("smoke")
+  c.data.data_dir = str(lfw_root.parent)
+  return c

@@ -1,0 +1,56 @@
+"""Run as a subprocess by train_test.py, with 4 simulated CPU devices.
+
+Prints a JSON line comparing one train step on a 4-device mesh with the same
+step on a 1-device mesh (same init, same global batch).
+"""
+
+import json
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
+from facejax import optimizers, train  # noqa: E402
+from facejax.models import create_model  # noqa: E402
+import nn1  # noqa: E402
+
+
+def run(devices, config, batch, steps=3):
+  mesh = train.make_mesh(devices)
+  model = create_model(config.model)
+  tx = optimizers.create_optimizer(config.optimizer, config.num_train_steps)
+  state = train.create_train_state(config, model, tx, jax.random.key(0))
+  state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  step = train.make_jitted_step(config, model, tx, mesh)
+  losses = []
+  for _ in range(steps):
+    state, metrics = step(state, train.shard_batch(batch, mesh))
+    losses.append(float(metrics["loss"]))
+  return jax.device_get(state.params), losses, metrics
+
+
+def main():
+  loss_name = sys.argv[1] if len(sys.argv) > 1 else "semi_hard"
+  config = nn1.get_config("smoke")
+  config.loss.name = loss_name
+  rng = np.random.default_rng(0)
+  b = config.batch_size
+  batch = {"image": rng.normal(size=(b, 32, 32, 3)).astype(np.float32),
+           "label": np.repeat(np.arange(config.num_identities), config.images_per_identity).astype(np.int32),
+           "mask": np.ones(b, bool)}
+  batch["mask"][-2:] = False  # padded rows must be ignored identically on both meshes
+  assert jax.device_count() == 4
+  p4, l4, m4 = run(jax.devices(), config, batch)
+  p1, l1, m1 = run(jax.devices()[:1], config, batch)
+  diffs = jax.tree.leaves(jax.tree.map(lambda a, c: float(np.max(np.abs(a - c))), p4, p1))
+  print(json.dumps({"losses_4": l4, "losses_1": l1, "max_param_diff": max(diffs),
+                    "num_valid_4": float(m4["num_valid_triplets"]),
+                    "num_valid_1": float(m1["num_valid_triplets"])}))
+
+
+if __name__ == "__main__":
+  main()
