@@ -6,11 +6,13 @@ import jax.numpy as jnp
 import ml_collections
 
 from facejax.models.layers import LocalResponseNorm, MaxoutDense, l2_normalize
+from facejax.models.baselines import RawPixels
 from facejax.models.nn1 import NN1
 
 # name -> (module class, input size it was designed for (H, W))
 MODELS: dict[str, tuple[Callable[..., Any], tuple[int, int]]] = {
     "nn1": (NN1, (220, 220)),
+    "raw_pixels": (RawPixels, (0, 0)),
 }
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -36,4 +38,4 @@ def create_model(model_config: ml_collections.ConfigDict):
     raise ValueError(f"config.model has a key that {name} does not take: {e}") from e
 
 
-__all__ = ["MODELS", "create_model", "NN1", "LocalResponseNorm", "MaxoutDense", "l2_normalize"]
+__all__ = ["MODELS", "create_model", "NN1", "RawPixels", "LocalResponseNorm", "MaxoutDense", "l2_normalize"]

@@ -1,0 +1,160 @@
+"""Input pipeline: P x K sampling, determinism across restarts, hosts, preprocessing."""
+
+import io
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from facejax.data import datasets, input_pipeline
+
+
+def _classes(sizes):
+  out, start = [], 0
+  for s in sizes:
+    out.append(np.arange(start, start + s))
+    start += s
+  return out
+
+
+def test_pk_sampling_is_balanced_and_masks_short_identities():
+  by_class = _classes([2, 5, 9, 3, 4, 6, 2, 8])
+  owner = np.concatenate([np.full(len(c), i) for i, c in enumerate(by_class)])
+  for step in range(20):
+    idx, labels, mask = input_pipeline.sample_pk_indices(by_class, 5, 4, seed=3, step=step)
+    assert idx.shape == labels.shape == mask.shape == (20,)
+    people = labels.reshape(5, 4)
+    assert len(set(people[:, 0])) == 5 and (people == people[:, :1]).all()
+    # Every image belongs to the identity of its label, and no image repeats among valid rows.
+    np.testing.assert_array_equal(owner[idx], labels)
+    assert len(set(idx[mask])) == mask.sum()
+    for row, c in zip(mask.reshape(5, 4), people[:, 0]):
+      assert row.sum() == min(4, len(by_class[c])) and row[: row.sum()].all()
+
+
+def test_pk_sampling_depends_only_on_seed_and_step():
+  by_class = _classes([4] * 30)
+  a = input_pipeline.sample_pk_indices(by_class, 6, 3, seed=1, step=7)
+  b = input_pipeline.sample_pk_indices(by_class, 6, 3, seed=1, step=7)
+  c = input_pipeline.sample_pk_indices(by_class, 6, 3, seed=1, step=8)
+  d = input_pipeline.sample_pk_indices(by_class, 6, 3, seed=2, step=7)
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x, y)
+  assert not np.array_equal(a[0], c[0]) and not np.array_equal(a[0], d[0])
+
+
+@pytest.fixture(scope="module")
+def small_source(lfw_root):
+  import ml_collections
+  data = ml_collections.ConfigDict(dict(
+      data_dir=str(lfw_root.parent), train_dir=None, train_people="peopleDevTrain.txt",
+      min_images_per_identity=2, max_identities=20, source="folder", tfds_data_dir=None,
+      source_crop=140, image_size=32, resize_size=36, standardization="fixed",
+      random_flip=True, random_crop=True))
+  return data, datasets.build_train_source(data)
+
+
+def _take(it, n):
+  return [next(it) for _ in range(n)]
+
+
+def test_resumed_stream_equals_uninterrupted_stream(small_source):
+  data, src = small_source
+  prep = datasets.preprocessing(data, train=True)
+  kw = dict(num_identities=4, images_per_identity=3, seed=5, num_steps=6)
+  full = list(input_pipeline.train_batches(src.table, src.indices_by_class, prep, start_step=0, **kw))
+  resumed = list(input_pipeline.train_batches(src.table, src.indices_by_class, prep, start_step=3, **kw))
+  assert len(full) == 6 and len(resumed) == 3
+  for a, b in zip(full[3:], resumed):
+    assert a["step"] == b["step"]
+    for k in ("image", "label", "mask", "index"):
+      np.testing.assert_array_equal(a[k], b[k])
+  b = full[0]
+  assert b["image"].shape == (12, 32, 32, 3) and b["image"].dtype == np.float32
+  assert b["label"].dtype == np.int32 and b["mask"].dtype == bool
+  # Fixed standardisation maps [0, 255] to [-0.996, 0.996].
+  assert -1.0 <= b["image"].min() and b["image"].max() <= 1.0
+  # Different steps see different augmentations/images.
+  assert not np.array_equal(full[0]["image"], full[1]["image"])
+
+
+def test_hosts_slices_assemble_the_global_batch(small_source):
+  data, src = small_source
+  prep = datasets.preprocessing(data, train=True)
+  kw = dict(num_identities=4, images_per_identity=3, seed=5, start_step=0, num_steps=2)
+  one = list(input_pipeline.train_batches(src.table, src.indices_by_class, prep, **kw))
+  parts = [list(input_pipeline.train_batches(src.table, src.indices_by_class, prep,
+                                             process_index=i, process_count=2, **kw))
+           for i in range(2)]
+  for s in range(2):
+    for k in ("image", "label", "mask"):
+      np.testing.assert_array_equal(one[s][k], np.concatenate([parts[0][s][k], parts[1][s][k]]))
+
+
+def _encode(array, fmt="JPEG", mode=None):
+  img = Image.fromarray(array)
+  if mode:
+    img = img.convert(mode)
+  buf = io.BytesIO()
+  img.save(buf, format=fmt)
+  return buf.getvalue()
+
+
+@pytest.mark.parametrize("mode,fmt", [("L", "JPEG"), ("RGBA", "PNG"), ("RGB", "PNG")])
+def test_grayscale_and_rgba_become_rgb(mode, fmt):
+  rgb = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+  prep = input_pipeline.Preprocessing(image_size=(16, 16), resize_size=(16, 16))
+  out = input_pipeline.decode_and_preprocess(tf.constant(_encode(rgb, fmt, mode)),
+                                             tf.zeros([2], tf.int64), prep, train=False)
+  assert out.shape == (16, 16, 3)
+
+
+def test_eval_preprocessing_matches_numpy_reference():
+  # Centre crop 20 of 30, resize to 20 (identity), fixed standardisation.
+  rgb = np.random.default_rng(1).integers(0, 255, (30, 30, 3), dtype=np.uint8)
+  prep = input_pipeline.Preprocessing(image_size=(20, 20), resize_size=(20, 20), source_crop=20)
+  out = input_pipeline.decode_and_preprocess(tf.constant(_encode(rgb, "PNG")),
+                                             tf.zeros([2], tf.int64), prep, train=False).numpy()
+  np.testing.assert_allclose(out, (rgb[5:25, 5:25].astype(np.float32) - 127.5) / 128, atol=1e-4)
+
+
+def test_prewhiten_matches_numpy():
+  x = np.random.default_rng(2).uniform(0, 255, (8, 8, 3)).astype(np.float32)
+  out = input_pipeline.standardize(tf.constant(x), "prewhiten").numpy()
+  ref = (x - x.mean()) / max(x.std(), 1 / np.sqrt(x.size))
+  np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match="config.data.standardization"):
+    input_pipeline.Preprocessing(image_size=(8, 8), resize_size=(8, 8), standardization="nope")
+
+
+def test_corrupt_image_error_names_the_file(tmp_path):
+  good = _encode(np.zeros((20, 20, 3), np.uint8))
+  paths = []
+  for i in range(6):
+    p = tmp_path / f"img{i}.jpg"
+    p.write_bytes(good if i != 4 else good[:40] + b"garbage")
+    paths.append(str(p))
+  table = input_pipeline.ImageTable(paths)
+  prep = input_pipeline.Preprocessing(image_size=(16, 16), resize_size=(16, 16))
+  with pytest.raises(input_pipeline.ImageDecodeError, match="img4.jpg"):
+    list(input_pipeline.eval_batches(table, prep, batch_size=4))
+  with pytest.raises(input_pipeline.ImageDecodeError, match="img4.jpg"):
+    list(input_pipeline.train_batches(table, [np.arange(3), np.arange(3, 6)], prep,
+                                      num_identities=2, images_per_identity=3, seed=0,
+                                      start_step=0, num_steps=2))
+
+
+def test_eval_batches_pad_the_last_batch(tmp_path):
+  paths = []
+  for i in range(5):
+    p = tmp_path / f"{i}.png"
+    p.write_bytes(_encode(np.full((10, 10, 3), i * 40, np.uint8), "PNG"))
+    paths.append(str(p))
+  prep = input_pipeline.Preprocessing(image_size=(10, 10), resize_size=(10, 10))
+  got = list(input_pipeline.eval_batches(input_pipeline.ImageTable(paths), prep, 4))
+  assert [v for _, v in got] == [4, 1]
+  assert got[1][0].shape == (4, 10, 10, 3)
+  np.testing.assert_allclose(got[1][0][0], (160 - 127.5) / 128, atol=1e-5)
+  assert (got[1][0][1:] == 0).all()
