@@ -15,8 +15,10 @@ with
   values (even NaN/inf) cannot leak into the loss or the gradients.
 
 and return a scalar ``loss`` (float32 for float32/bf16 inputs, float64 for
-float64 inputs) plus a ``metrics`` dict of scalar arrays
-(see :func:`_distance_metrics` and each loss for their meaning).
+float64 inputs) plus a ``metrics`` dict of scalar arrays: float32
+``fraction_active``, ``mean_positive_distance``, ``mean_negative_distance``
+and int32 ``num_valid_triplets``, ``num_active_triplets`` (see :func:`_metrics`
+and each loss for what counts as a "triplet" there).
 
 Everything is written with masks and ``jnp.where`` rather than Python
 branching or boolean indexing, so the functions trace once under ``jax.jit``
