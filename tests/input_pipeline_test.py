@@ -158,3 +158,16 @@ def test_eval_batches_pad_the_last_batch(tmp_path):
   assert got[1][0].shape == (4, 10, 10, 3)
   np.testing.assert_allclose(got[1][0][0], (160 - 127.5) / 128, atol=1e-5)
   assert (got[1][0][1:] == 0).all()
+
+
+def test_tfds_source_reads_the_same_images_as_the_folder(small_source, tmp_path):
+  data, folder_src = small_source
+  tfds_data = data.copy_and_resolve_references()
+  tfds_data.source = "tfds"
+  tfds_data.tfds_data_dir = str(tmp_path / "tfds")
+  tfds_src = datasets.build_train_source(tfds_data)
+  assert tfds_src.class_names == folder_src.class_names
+  for i in (0, 7, len(folder_src.table) - 1):
+    a = folder_src.table.read(tf.constant(i)).numpy()
+    b = tfds_src.table.read(tf.constant(i)).numpy()
+    assert a == b and a == open(folder_src.table.paths[i], "rb").read()
