@@ -219,23 +219,28 @@ def main(argv=None):
 
     results = {"facejax tf.data": [], f"PIL+numpy ({args.threads} threads)": []}
     makers = dict(zip(results, (make_tf, make_pil)))
+    cpu_rates = {k: [] for k in results}
     for r in range(args.rounds):
       order = list(results) if r % 2 == 0 else list(reversed(results))
       for loader in order:
         load = _common.loadavg()
         ips, dt, dc = time_iterator(makers[loader], args.warmup, args.steps, b)
         results[loader].append(ips)
+        cpu_rates[loader].append(args.steps * b / dc)
         print(f"   round {r + 1} {loader:22s}: {ips:7.1f} images/s ({args.steps} batches in "
               f"{dt:.2f} s, process CPU {dc:.2f} s; load before {load})")
     pil.close()
     for loader, vals in results.items():
       rows.append([loader, f"{config.data.image_size}x{config.data.image_size}", b,
                    f"{statistics.median(vals):.1f}",
+                   f"{statistics.median(cpu_rates[loader]):.1f}",
                    " / ".join(f"{v:.1f}" for v in vals)])
     print()
 
-  print("== Results (images/s, median over rounds; page cache warm) ==")
-  _common.print_table(["loader", "image size", "batch", "images/s", "per round"], rows)
+  print("== Results (median over rounds; page cache warm; images/CPU-s = images per second "
+        "of this process's CPU time, less sensitive to other load) ==")
+  _common.print_table(["loader", "image size", "batch", "images/s", "images/CPU-s",
+                       "images/s per round"], rows)
   print(f"load average at end: {_common.loadavg()}")
 
 

@@ -15,6 +15,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from facejax.data.datasets import hw
+
 
 class IncompatibleCheckpointError(ValueError):
   """The checkpoint was written for a different net or embedding size."""
@@ -34,12 +36,8 @@ def make_manager(workdir: str, *, max_to_keep: int = 3, save_interval_steps: int
 
 
 def checkpoint_meta(config: ml_collections.ConfigDict, step: int) -> dict[str, Any]:
-  return {"model": config.model.to_dict(), "image_size": list(_pair(config.data.image_size)),
+  return {"model": config.model.to_dict(), "image_size": list(hw(config.data.image_size)),
           "step": int(step)}
-
-
-def _pair(x):
-  return (x, x) if isinstance(x, int) else tuple(x)
 
 
 def check_compatible(meta: dict[str, Any], config: ml_collections.ConfigDict, where: str):

@@ -54,17 +54,13 @@ def make_mesh(devices=None) -> Mesh:
 def create_train_state(config: ml_collections.ConfigDict, model: nn.Module,
                        tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
   """Initialises params (float32) and optimizer state from `rng`."""
-  h, w = _pair(config.data.image_size)
+  h, w = datasets.hw(config.data.image_size)
   init_rng, state_rng = jax.random.split(rng)
   variables = model.init(init_rng, jnp.zeros((1, h, w, 3), jnp.float32), train=False)
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get("batch_stats", {}),
                     opt_state=tx.init(params), rng=jax.random.key_data(state_rng))
-
-
-def _pair(x):
-  return (x, x) if isinstance(x, int) else tuple(x)
 
 
 def train_step(state: TrainState, batch: dict, *, model: nn.Module,
@@ -124,11 +120,15 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
           for k in ("image", "label", "mask")}
 
 
-def _eval_hook(config, workdir, state, protocol, step):
-  # Imported here so that the trainer module does not need the evaluator to import.
-  from facejax.evaluation import evaluate_lfw
-  return evaluate_lfw(config, workdir=workdir, variables=state.model_vars(), step=step,
-                      protocol=protocol)
+def _evaluate(config, workdir, state, protocols, step, writer):
+  """Runs the separate LFW evaluator on the in-memory params; logs its scalars."""
+  from facejax.evaluation import evaluate_lfw  # the evaluator does not import the trainer
+  for protocol in protocols:
+    result = evaluate_lfw(config, workdir=workdir, variables=state.model_vars(), step=step,
+                          protocol=protocol)
+    logging.info("step %d: %s", step, result.summary())
+    if writer:
+      writer.scalars(step, {f"eval/{protocol}/{k}": v for k, v in result.scalars().items()})
 
 
 def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
@@ -193,12 +193,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     manager.wait_until_finished()
     progress.close()
 
-  final_step = int(state.step)
-  for protocol in config.eval.at_end:
-    result = _eval_hook(config, workdir, state, protocol, final_step)
-    logging.info("step %d %s: %s", final_step, protocol, result.summary())
-    if writer:
-      writer.scalars(final_step, {f"eval/{protocol}/{k}": v for k, v in result.scalars().items()})
+  _evaluate(config, workdir, state, config.eval.at_end, int(state.step), writer)
   if writer:
     writer.close()
   manager.close()
@@ -230,10 +225,7 @@ def _train_loop(config, workdir, state, batches, step_fn, mesh, manager, writer,
       checkpointing.save(manager, step, state.model_vars(), state.train_vars(),
                          checkpointing.checkpoint_meta(config, step))
     if config.eval.every_steps and step % config.eval.every_steps == 0 and step != config.num_train_steps:
-      for protocol in config.eval.during_training:
-        result = _eval_hook(config, workdir, state, protocol, step)
-        if writer:
-          writer.scalars(step, {f"eval/{protocol}/{k}": v for k, v in result.scalars().items()})
+      _evaluate(config, workdir, state, config.eval.during_training, step, writer)
   return state
 
 

@@ -29,13 +29,14 @@ class TrainSource:
     return len(self.table)
 
 
-def _pair(x):
-  return (x, x) if isinstance(x, int) else tuple(x)
+def hw(size) -> tuple[int, int]:
+  """`config.data.image_size` (an int or (H, W)) as (H, W)."""
+  return (size, size) if isinstance(size, int) else tuple(size)
 
 
 def preprocessing(data: ml_collections.ConfigDict, train: bool) -> input_pipeline.Preprocessing:
   return input_pipeline.Preprocessing(
-      image_size=_pair(data.image_size), resize_size=_pair(data.resize_size),
+      image_size=hw(data.image_size), resize_size=hw(data.resize_size),
       source_crop=data.source_crop, standardization=data.standardization,
       random_flip=train and data.random_flip, random_crop=train and data.random_crop)
 

@@ -13,6 +13,10 @@ from typing import Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
+# tf.data runs on the host only; a GPU build of TensorFlow must not claim the
+# accelerator memory that JAX needs.
+tf.config.set_visible_devices([], "GPU")
+
 
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:

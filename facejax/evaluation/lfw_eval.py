@@ -99,7 +99,7 @@ def restore_model_vars(config: ml_collections.ConfigDict, workdir: str, step: in
   checkpointing.check_compatible(checkpointing.restore_meta(manager, step), config,
                                  f"{checkpointing.checkpoint_dir(workdir)}/{step}")
   model = model or create_model(config.model)
-  h, w = datasets._pair(config.data.image_size)
+  h, w = datasets.hw(config.data.image_size)
   target = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, h, w, 3)), train=False))
   target = {"params": target["params"], "batch_stats": target.get("batch_stats", {})}
   model_vars, _ = checkpointing.restore(manager, step, target)
