@@ -73,7 +73,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.update(image_size=96, resize_size=104, source_crop=140)
     c.num_identities, c.images_per_identity = 32, 4
     c.optimizer.update(name="adam", learning_rate=1e-3, schedule="cosine", warmup_steps=100)
-    c.num_train_steps = 3000
+    c.num_train_steps = 1500
     c.checkpoint.every_steps = 250
     c.eval.every_steps = 500
   elif arg == "smoke":
