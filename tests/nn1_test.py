@@ -95,3 +95,18 @@ def test_registry_rejects_unknown_names_and_keys():
     create_model(ml_collections.ConfigDict({"name": "nn1", "bogus": 1}))
   m = create_model(ml_collections.ConfigDict({"name": "nn1", "embedding_dim": 32, "dtype": "bfloat16"}))
   assert m.embedding_dim == 32 and m.dtype == jnp.bfloat16
+
+
+def test_batch_norm_variant_keeps_stats_and_uses_them_at_eval():
+  model = NN1(embedding_dim=16, maxout_features=16, conv_width=0.125, batch_norm=True)
+  x = jax.random.normal(jax.random.key(2), (6, 32, 32, 3))
+  variables = model.init(jax.random.key(0), x, train=False)
+  assert "batch_stats" in variables and "bias" not in variables["params"]["conv1"]
+  e_train, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  changed = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))),
+                         variables["batch_stats"], updates["batch_stats"])
+  assert all(jax.tree.leaves(changed))
+  e_eval = model.apply(variables, x, train=False)
+  np.testing.assert_allclose(np.linalg.norm(np.asarray(e_train), axis=1), 1.0, atol=1e-5)
+  # Eval mode uses the running averages, so it differs from the batch-stats output.
+  assert not np.allclose(np.asarray(e_train), np.asarray(e_eval))

@@ -30,13 +30,14 @@ def run(devices, config, batch, steps=3):
   for _ in range(steps):
     state, metrics = step(state, train.shard_batch(batch, mesh))
     losses.append(float(metrics["loss"]))
-  return jax.device_get(state.params), losses, metrics
+  return jax.device_get({"params": state.params, "batch_stats": state.batch_stats}), losses, metrics
 
 
 def main():
   loss_name = sys.argv[1] if len(sys.argv) > 1 else "semi_hard"
   config = nn1.get_config("smoke")
   config.loss.name = loss_name
+  config.model.batch_norm = "bn" in sys.argv[2:]
   rng = np.random.default_rng(0)
   b = config.batch_size
   batch = {"image": rng.normal(size=(b, 32, 32, 3)).astype(np.float32),

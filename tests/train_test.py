@@ -15,11 +15,13 @@ from facejax.data import input_pipeline
 HERE = os.path.dirname(__file__)
 
 
-@pytest.mark.parametrize("loss", ["semi_hard", "batch_all"])
-def test_four_device_step_matches_one_device(loss):
+@pytest.mark.parametrize("loss,model", [("semi_hard", "plain"), ("batch_all", "bn")])
+def test_four_device_step_matches_one_device(loss, model):
+  # With BatchNorm, the 4-device batch statistics must equal the global-batch
+  # ones (the params and running stats after 3 steps are compared).
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, os.path.join(HERE, "sharded_step_check.py"), loss],
+  out = subprocess.run([sys.executable, os.path.join(HERE, "sharded_step_check.py"), loss, model],
                        capture_output=True, text=True, env=env, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   r = json.loads(out.stdout.strip().splitlines()[-1])

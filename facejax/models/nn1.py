@@ -12,6 +12,11 @@ ambiguities of `shared/reference/NETS.md` §7 decided as follows:
 * fc1 and fc2 are maxout with p=2 over adjacent units (8192 linear -> 4096).
 * No BatchNorm (the paper has none); ReLU after every conv; the maxout is the
   non-linearity of fc1/fc2; fc7128 is linear, then L2 normalisation.
+  `batch_norm=True` is an opt-in deviation (BatchNorm between each conv and its
+  ReLU, as OpenFace and davidsandberg do for their FaceNet ports): without it,
+  a small NN1 trained from scratch on LFW alone starts with nearly collapsed
+  embeddings (post-ReLU features share one dominant direction) and semi-hard
+  mining collapses it completely within a few hundred steps.
 * Conv init: He-normal (fan-in), matching "random init similar to GoogLeNet"
   for ReLU nets; dense layers use LeCun-normal.
 
@@ -43,15 +48,21 @@ class NN1(nn.Module):
   embedding_dim: int = 128
   maxout_features: int = 4096
   conv_width: float = 1.0
+  batch_norm: bool = False
   dtype: Any = jnp.float32
 
-  def _conv(self, x, features, kernel, name):
+  def _conv(self, x, features, kernel, name, train):
     features = max(1, int(round(features * self.conv_width)))
     pad = (kernel - 1) // 2
     stride = 2 if name == "conv1" else 1
     x = nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                 padding=((pad, pad), (pad, pad)), dtype=self.dtype,
-                kernel_init=_he_normal, name=name)(x)
+                kernel_init=_he_normal, use_bias=not self.batch_norm, name=name)(x)
+    if self.batch_norm:
+      # Batch statistics of the global batch: under jit on a sharded batch XLA
+      # reduces across devices, so every replica keeps identical stats.
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=1e-3,
+                       dtype=self.dtype, name=name + "_bn")(x)
     return nn.relu(x)
 
   @staticmethod
@@ -64,30 +75,29 @@ class NN1(nn.Module):
 
     Args:
       images: [B, H, W, 3] float32, standardised (220x220 in the paper).
-      train: unused (NN1 has no BatchNorm or dropout); kept for the common
-        model interface.
+      train: BatchNorm uses batch statistics (and updates its running
+        averages) when True, the running averages when False.
 
     Returns:
       [B, embedding_dim] float32 embeddings of unit L2 norm.
     """
-    del train
     x = images.astype(self.dtype)
-    x = self._conv(x, 64, 7, "conv1")
+    x = self._conv(x, 64, 7, "conv1", train)
     x = self._pool(x)
     x = LocalResponseNorm(name="rnorm1")(x)
-    x = self._conv(x, 64, 1, "conv2a")
-    x = self._conv(x, 192, 3, "conv2")
+    x = self._conv(x, 64, 1, "conv2a", train)
+    x = self._conv(x, 192, 3, "conv2", train)
     x = LocalResponseNorm(name="rnorm2")(x)
     x = self._pool(x)
-    x = self._conv(x, 192, 1, "conv3a")
-    x = self._conv(x, 384, 3, "conv3")
+    x = self._conv(x, 192, 1, "conv3a", train)
+    x = self._conv(x, 384, 3, "conv3", train)
     x = self._pool(x)
-    x = self._conv(x, 384, 1, "conv4a")
-    x = self._conv(x, 256, 3, "conv4")
-    x = self._conv(x, 256, 1, "conv5a")
-    x = self._conv(x, 256, 3, "conv5")
-    x = self._conv(x, 256, 1, "conv6a")
-    x = self._conv(x, 256, 3, "conv6")
+    x = self._conv(x, 384, 1, "conv4a", train)
+    x = self._conv(x, 256, 3, "conv4", train)
+    x = self._conv(x, 256, 1, "conv5a", train)
+    x = self._conv(x, 256, 3, "conv5", train)
+    x = self._conv(x, 256, 1, "conv6a", train)
+    x = self._conv(x, 256, 3, "conv6", train)
     x = self._pool(x)
     x = x.reshape((x.shape[0], -1))
     x = MaxoutDense(self.maxout_features, dtype=self.dtype, name="fc1")(x)
