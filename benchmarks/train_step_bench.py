@@ -169,6 +169,9 @@ def make_config(name: str, steps: int):
   config.num_identities, config.images_per_identity = p, k
   config.batch_size = p * k
   config.loss.name = "batch_all"
+  # The paper's NN1 has no BatchNorm and neither has the PyTorch port; the
+  # cpu training variant's opt-in BatchNorm is left out for a like-for-like step.
+  config.model.batch_norm = False
   config.optimizer.update(name="adagrad", learning_rate=0.05, schedule="constant",
                           warmup_steps=0, initial_accumulator_value=0.1, eps=1e-7,
                           weight_decay=0.0, grad_clip_norm=0.0)
