@@ -53,27 +53,27 @@ __all__ = [
 
 
 def pairwise_squared_distances(x: jax.Array) -> jax.Array:
-    """Squared Euclidean distance between every pair of rows of ``x``.
+  """Squared Euclidean distance between every pair of rows of ``x``.
 
-    Args:
-      x: ``[B, D]`` float array.
+  Args:
+    x: ``[B, D]`` float array.
 
-    Returns:
-      ``[B, B]`` array (dtype of ``x``), ``out[i, j] = ||x_i - x_j||^2``.
+  Returns:
+    ``[B, B]`` array (dtype of ``x``), ``out[i, j] = ||x_i - x_j||^2``.
 
-    Uses ``|x_i|^2 + |x_j|^2 - 2 <x_i, x_j>`` so the whole matrix comes from one
-    matmul (MXU/tensor-core friendly, ``O(B^2)`` memory instead of the
-    ``O(B^2 D)`` of broadcasting differences). The expansion suffers from
-    cancellation, so the result is clamped at 0 (it can otherwise come out
-    slightly negative for (near-)identical rows) and the diagonal is set to
-    exactly 0, which callers rely on when comparing against other distances.
-    """
-    x = jnp.asarray(x)
-    gram = x @ x.T
-    sq_norms = jnp.diagonal(gram)
-    dist = sq_norms[:, None] + sq_norms[None, :] - 2.0 * gram
-    dist = jnp.maximum(dist, 0.0)
-    return jnp.where(jnp.eye(x.shape[0], dtype=bool), jnp.zeros_like(dist), dist)
+  Uses ``|x_i|^2 + |x_j|^2 - 2 <x_i, x_j>`` so the whole matrix comes from one
+  matmul (MXU/tensor-core friendly, ``O(B^2)`` memory instead of the
+  ``O(B^2 D)`` of broadcasting differences). The expansion suffers from
+  cancellation, so the result is clamped at 0 (it can otherwise come out
+  slightly negative for (near-)identical rows) and the diagonal is set to
+  exactly 0, which callers rely on when comparing against other distances.
+  """
+  x = jnp.asarray(x)
+  gram = x @ x.T
+  sq_norms = jnp.diagonal(gram)
+  dist = sq_norms[:, None] + sq_norms[None, :] - 2.0 * gram
+  dist = jnp.maximum(dist, 0.0)
+  return jnp.where(jnp.eye(x.shape[0], dtype=bool), jnp.zeros_like(dist), dist)
 
 
 # ---------------------------------------------------------------------------
@@ -82,86 +82,84 @@ def pairwise_squared_distances(x: jax.Array) -> jax.Array:
 
 
 def _prepare(embeddings, labels, mask):
-    """Common preprocessing shared by all losses.
+  """Common preprocessing shared by all losses.
 
-    Returns ``(dist [B,B], pos_mask [B,B] bool, neg_mask [B,B] bool)``.
+  Returns ``(dist [B,B], pos_mask [B,B] bool, neg_mask [B,B] bool)``.
 
-    Embeddings are upcast to at least float32 (float64 stays float64, which
-    finite-difference gradient checks rely on). Padded rows are zeroed
-    *before* the Gram matrix: their values would otherwise enter every row's
-    gradient through the matmul backward pass (``0 * NaN = NaN``), even
-    though the forward pass masks them out.
-    """
-    mask = jnp.asarray(mask).astype(bool)
-    labels = jnp.asarray(labels)
-    embeddings = jnp.asarray(embeddings)
-    # At least float32: the Gram expansion cancels catastrophically in bf16.
-    embeddings = embeddings.astype(jnp.promote_types(embeddings.dtype, jnp.float32))
-    embeddings = jnp.where(mask[:, None], embeddings, jnp.zeros_like(embeddings))
-    dist = pairwise_squared_distances(embeddings)
+  Embeddings are upcast to at least float32 (float64 stays float64, which
+  finite-difference gradient checks rely on). Padded rows are zeroed
+  *before* the Gram matrix: their values would otherwise enter every row's
+  gradient through the matmul backward pass (``0 * NaN = NaN``), even
+  though the forward pass masks them out.
+  """
+  mask = jnp.asarray(mask).astype(bool)
+  labels = jnp.asarray(labels)
+  embeddings = jnp.asarray(embeddings)
+  # At least float32: the Gram expansion cancels catastrophically in bf16.
+  embeddings = embeddings.astype(jnp.promote_types(embeddings.dtype, jnp.float32))
+  embeddings = jnp.where(mask[:, None], embeddings, jnp.zeros_like(embeddings))
+  dist = pairwise_squared_distances(embeddings)
 
-    batch = labels.shape[0]
-    both_valid = mask[:, None] & mask[None, :]
-    same = labels[:, None] == labels[None, :]
-    not_self = ~jnp.eye(batch, dtype=bool)
-    pos_mask = both_valid & same & not_self  # (a, p): a != p, same identity.
-    neg_mask = both_valid & ~same  # (a, n): different identity.
-    return dist, pos_mask, neg_mask
+  batch = labels.shape[0]
+  both_valid = mask[:, None] & mask[None, :]
+  same = labels[:, None] == labels[None, :]
+  not_self = ~jnp.eye(batch, dtype=bool)
+  pos_mask = both_valid & same & not_self  # (a, p): a != p, same identity.
+  neg_mask = both_valid & ~same  # (a, n): different identity.
+  return dist, pos_mask, neg_mask
 
 
 def _masked_mean(values, mask):
-    """Mean of ``values`` over ``mask``; 0 (not NaN) for an empty mask."""
-    count = jnp.sum(mask, dtype=jnp.int32)
-    total = jnp.sum(jnp.where(mask, values, jnp.zeros_like(values)))
-    return total / jnp.maximum(count, 1).astype(total.dtype)
+  """Mean of ``values`` over ``mask``; 0 (not NaN) for an empty mask."""
+  count = jnp.sum(mask, dtype=jnp.int32)
+  total = jnp.sum(jnp.where(mask, values, jnp.zeros_like(values)))
+  return total / jnp.maximum(count, 1).astype(total.dtype)
 
 
 def _masked_min(values, mask, axis):
-    """Min over ``axis`` restricted to ``mask``; returns ``(min, any)``.
+  """Min over ``axis`` restricted to ``mask``; returns ``(min, any)``.
 
-    Empty reductions give 0 (with ``any=False``) instead of +inf so that the
-    result can be used in arithmetic without producing inf/NaN gradients.
-    """
-    inf = jnp.asarray(jnp.inf, values.dtype)
-    any_ = jnp.any(mask, axis=axis)
-    out = jnp.min(jnp.where(mask, values, inf), axis=axis)
-    return jnp.where(any_, out, jnp.zeros_like(out)), any_
+  Empty reductions give 0 (with ``any=False``) instead of +inf so that the
+  result can be used in arithmetic without producing inf/NaN gradients.
+  """
+  inf = jnp.asarray(jnp.inf, values.dtype)
+  any_ = jnp.any(mask, axis=axis)
+  out = jnp.min(jnp.where(mask, values, inf), axis=axis)
+  return jnp.where(any_, out, jnp.zeros_like(out)), any_
 
 
 def _masked_max(values, mask, axis):
-    """Max over ``axis`` restricted to ``mask``; returns ``(max, any)``.
+  """Max over ``axis`` restricted to ``mask``; returns ``(max, any)``.
 
-    Same empty-reduction convention as :func:`_masked_min`.
-    """
-    inf = jnp.asarray(jnp.inf, values.dtype)
-    any_ = jnp.any(mask, axis=axis)
-    out = jnp.max(jnp.where(mask, values, -inf), axis=axis)
-    return jnp.where(any_, out, jnp.zeros_like(out)), any_
+  Same empty-reduction convention as :func:`_masked_min`.
+  """
+  inf = jnp.asarray(jnp.inf, values.dtype)
+  any_ = jnp.any(mask, axis=axis)
+  out = jnp.max(jnp.where(mask, values, -inf), axis=axis)
+  return jnp.where(any_, out, jnp.zeros_like(out)), any_
 
 
 def _metrics(dist, pos_mask, neg_mask, num_valid, num_active) -> Metrics:
-    """Assemble the metrics dict shared by all losses.
+  """Assemble the metrics dict shared by all losses.
 
-    ``num_valid``/``num_active`` are int32 counts (exact for any realistic
-    batch, unlike float32 which loses integers above 2^24 ~ a 256^3 triplet
-    cube). ``fraction_active`` is float32 and 0 when nothing is valid.
-    Mean distances are over *ordered* valid pairs and are logged to watch
-    for embedding collapse (both going to 0) independent of the loss value.
-    ``lax.stop_gradient`` is applied since metrics are never differentiated.
-    """
-    num_valid = num_valid.astype(jnp.int32)
-    num_active = num_active.astype(jnp.int32)
-    fraction = num_active.astype(jnp.float32) / jnp.maximum(num_valid, 1).astype(
-        jnp.float32
-    )
-    metrics = {
-        "fraction_active": fraction,
-        "num_valid_triplets": num_valid,
-        "num_active_triplets": num_active,
-        "mean_positive_distance": _masked_mean(dist, pos_mask).astype(jnp.float32),
-        "mean_negative_distance": _masked_mean(dist, neg_mask).astype(jnp.float32),
-    }
-    return jax.tree_util.tree_map(jax.lax.stop_gradient, metrics)
+  ``num_valid``/``num_active`` are int32 counts (exact for any realistic
+  batch, unlike float32 which loses integers above 2^24 ~ a 256^3 triplet
+  cube). ``fraction_active`` is float32 and 0 when nothing is valid.
+  Mean distances are over *ordered* valid pairs and are logged to watch
+  for embedding collapse (both going to 0) independent of the loss value.
+  ``lax.stop_gradient`` is applied since metrics are never differentiated.
+  """
+  num_valid = num_valid.astype(jnp.int32)
+  num_active = num_active.astype(jnp.int32)
+  fraction = num_active.astype(jnp.float32) / jnp.maximum(num_valid, 1).astype(jnp.float32)
+  metrics = {
+      "fraction_active": fraction,
+      "num_valid_triplets": num_valid,
+      "num_active_triplets": num_active,
+      "mean_positive_distance": _masked_mean(dist, pos_mask).astype(jnp.float32),
+      "mean_negative_distance": _masked_mean(dist, neg_mask).astype(jnp.float32),
+  }
+  return jax.tree_util.tree_map(jax.lax.stop_gradient, metrics)
 
 
 # ---------------------------------------------------------------------------
@@ -175,47 +173,45 @@ def batch_all_triplet_loss(
     mask: jax.Array,
     margin: float = 0.2,
 ) -> Tuple[jax.Array, Metrics]:
-    """Batch-all triplet loss: every valid triplet in the batch contributes.
+  """Batch-all triplet loss: every valid triplet in the batch contributes.
 
-    A triplet ``(a, p, n)`` is valid when all three rows are unpadded,
-    ``a != p``, ``labels[a] == labels[p]`` and ``labels[n] != labels[a]``. Its
-    loss is ``max(d(a,p) - d(a,n) + margin, 0)`` and it is *active* when that
-    is strictly positive.
+  A triplet ``(a, p, n)`` is valid when all three rows are unpadded,
+  ``a != p``, ``labels[a] == labels[p]`` and ``labels[n] != labels[a]``. Its
+  loss is ``max(d(a,p) - d(a,n) + margin, 0)`` and it is *active* when that
+  is strictly positive.
 
-    Normalisation follows the common batch-all convention: the summed loss is
-    divided by the number of **active** triplets (at least 1), not by the
-    number of valid ones. As training progresses most triplets become easy
-    (zero loss); averaging over all of them would shrink the gradient towards
-    zero, whereas averaging over the active ones keeps its scale tied to the
-    triplets that still carry signal.
+  Normalisation follows the common batch-all convention: the summed loss is
+  divided by the number of **active** triplets (at least 1), not by the
+  number of valid ones. As training progresses most triplets become easy
+  (zero loss); averaging over all of them would shrink the gradient towards
+  zero, whereas averaging over the active ones keeps its scale tied to the
+  triplets that still carry signal.
 
-    Materialises a ``[B, B, B]`` tensor, so memory is cubic in the batch size.
+  Materialises a ``[B, B, B]`` tensor, so memory is cubic in the batch size.
 
-    Args:
-      embeddings: ``[B, D]`` float32.
-      labels: ``[B]`` int32 identity ids.
-      mask: ``[B]`` bool, False for padded rows.
-      margin: scalar margin ``alpha`` (may be traced).
+  Args:
+    embeddings: ``[B, D]`` float32.
+    labels: ``[B]`` int32 identity ids.
+    mask: ``[B]`` bool, False for padded rows.
+    margin: scalar margin ``alpha`` (may be traced).
 
-    Returns:
-      ``(loss, metrics)``: scalar loss; ``num_valid_triplets`` and
-      ``num_active_triplets`` count triplets, ``fraction_active`` is their
-      ratio (0 when there are no valid triplets).
-    """
-    dist, pos_mask, neg_mask = _prepare(embeddings, labels, mask)
-    # valid[a, p, n] = pos(a, p) & neg(a, n); neg(a, n) already implies n != a
-    # and n != p (different label from a, hence from p).
-    valid = pos_mask[:, :, None] & neg_mask[:, None, :]
-    raw = dist[:, :, None] - dist[:, None, :] + margin
-    per_triplet = jnp.where(valid, jax.nn.relu(raw), jnp.zeros_like(raw))
-    active = per_triplet > 0.0
+  Returns:
+    ``(loss, metrics)``: scalar loss; ``num_valid_triplets`` and
+    ``num_active_triplets`` count triplets, ``fraction_active`` is their
+    ratio (0 when there are no valid triplets).
+  """
+  dist, pos_mask, neg_mask = _prepare(embeddings, labels, mask)
+  # valid[a, p, n] = pos(a, p) & neg(a, n); neg(a, n) already implies n != a
+  # and n != p (different label from a, hence from p).
+  valid = pos_mask[:, :, None] & neg_mask[:, None, :]
+  raw = dist[:, :, None] - dist[:, None, :] + margin
+  per_triplet = jnp.where(valid, jax.nn.relu(raw), jnp.zeros_like(raw))
+  active = per_triplet > 0.0
 
-    num_valid = jnp.sum(valid, dtype=jnp.int32)
-    num_active = jnp.sum(active, dtype=jnp.int32)
-    loss = jnp.sum(per_triplet) / jnp.maximum(num_active, 1).astype(dist.dtype)
-    return loss, _metrics(
-        dist, pos_mask, neg_mask, num_valid, num_active
-    )
+  num_valid = jnp.sum(valid, dtype=jnp.int32)
+  num_active = jnp.sum(active, dtype=jnp.int32)
+  loss = jnp.sum(per_triplet) / jnp.maximum(num_active, 1).astype(dist.dtype)
+  return loss, _metrics(dist, pos_mask, neg_mask, num_valid, num_active)
 
 
 def semi_hard_triplet_loss(
@@ -224,61 +220,59 @@ def semi_hard_triplet_loss(
     mask: jax.Array,
     margin: float = 0.2,
 ) -> Tuple[jax.Array, Metrics]:
-    """Semi-hard negative mining (FaceNet), following TF's reference rule.
+  """Semi-hard negative mining (FaceNet), following TF's reference rule.
 
-    For every valid anchor-positive pair ``(a, p)`` exactly one negative
-    ``n*`` is chosen, with the same rule as TensorFlow Addons'
-    ``triplet_semihard_loss``:
+  For every valid anchor-positive pair ``(a, p)`` exactly one negative
+  ``n*`` is chosen, with the same rule as TensorFlow Addons'
+  ``triplet_semihard_loss``:
 
-    * among the negatives of ``a`` strictly farther than the positive
-      (``d(a,n) > d(a,p)``), the nearest one;
-    * if there is none, the negative of ``a`` with the **largest** ``d(a,n)``
-      (the least-hard negative that is still harder than the positive).
+  * among the negatives of ``a`` strictly farther than the positive
+    (``d(a,n) > d(a,p)``), the nearest one;
+  * if there is none, the negative of ``a`` with the **largest** ``d(a,n)``
+    (the least-hard negative that is still harder than the positive).
 
-    The FaceNet band also requires ``d(a,n) < d(a,p) + margin``; that upper
-    bound needs no explicit test, because a negative outside the band already
-    yields ``d(a,p) - d(a,n) + margin <= 0``, i.e. zero loss, and picking the
-    *nearest* farther negative means an in-band one is chosen whenever it
-    exists.
+  The FaceNet band also requires ``d(a,n) < d(a,p) + margin``; that upper
+  bound needs no explicit test, because a negative outside the band already
+  yields ``d(a,p) - d(a,n) + margin <= 0``, i.e. zero loss, and picking the
+  *nearest* farther negative means an in-band one is chosen whenever it
+  exists.
 
-    The per-pair loss ``max(d(a,p) - d(a,n*) + margin, 0)`` is averaged over
-    all valid anchor-positive pairs (TF convention: zero-loss pairs count in
-    the denominator). Unlike TF, pairs whose anchor has no valid negative at
-    all are excluded instead of being scored against a meaningless fill value.
+  The per-pair loss ``max(d(a,p) - d(a,n*) + margin, 0)`` is averaged over
+  all valid anchor-positive pairs (TF convention: zero-loss pairs count in
+  the denominator). Unlike TF, pairs whose anchor has no valid negative at
+  all are excluded instead of being scored against a meaningless fill value.
 
-    Args:
-      embeddings: ``[B, D]`` float32.
-      labels: ``[B]`` int32 identity ids.
-      mask: ``[B]`` bool, False for padded rows.
-      margin: scalar margin ``alpha`` (may be traced).
+  Args:
+    embeddings: ``[B, D]`` float32.
+    labels: ``[B]`` int32 identity ids.
+    mask: ``[B]`` bool, False for padded rows.
+    margin: scalar margin ``alpha`` (may be traced).
 
-    Returns:
-      ``(loss, metrics)``: here "triplets" are anchor-positive pairs (each
-      mined to one triplet): ``num_valid_triplets`` counts valid pairs whose
-      anchor has at least one negative, ``num_active_triplets`` those with
-      positive loss, ``fraction_active`` their ratio.
-    """
-    dist, pos_mask, neg_mask = _prepare(embeddings, labels, mask)
-    d_ap = dist[:, :, None]  # [a, p, 1]
-    d_an = dist[:, None, :]  # [a, 1, n]
-    farther = neg_mask[:, None, :] & (d_an > d_ap)  # [a, p, n]
-    nearest_farther, has_farther = _masked_min(
-        jnp.broadcast_to(d_an, farther.shape), farther, axis=-1
-    )  # [a, p]
-    largest_neg, has_neg = _masked_max(dist, neg_mask, axis=-1)  # [a]
-    chosen = jnp.where(has_farther, nearest_farther, largest_neg[:, None])
+  Returns:
+    ``(loss, metrics)``: here "triplets" are anchor-positive pairs (each
+    mined to one triplet): ``num_valid_triplets`` counts valid pairs whose
+    anchor has at least one negative, ``num_active_triplets`` those with
+    positive loss, ``fraction_active`` their ratio.
+  """
+  dist, pos_mask, neg_mask = _prepare(embeddings, labels, mask)
+  d_ap = dist[:, :, None]  # [a, p, 1]
+  d_an = dist[:, None, :]  # [a, 1, n]
+  farther = neg_mask[:, None, :] & (d_an > d_ap)  # [a, p, n]
+  nearest_farther, has_farther = _masked_min(
+      jnp.broadcast_to(d_an, farther.shape), farther, axis=-1
+  )  # [a, p]
+  largest_neg, has_neg = _masked_max(dist, neg_mask, axis=-1)  # [a]
+  chosen = jnp.where(has_farther, nearest_farther, largest_neg[:, None])
 
-    pair_valid = pos_mask & has_neg[:, None]
-    raw = dist - chosen + margin
-    per_pair = jnp.where(pair_valid, jax.nn.relu(raw), jnp.zeros_like(raw))
-    active = per_pair > 0.0
+  pair_valid = pos_mask & has_neg[:, None]
+  raw = dist - chosen + margin
+  per_pair = jnp.where(pair_valid, jax.nn.relu(raw), jnp.zeros_like(raw))
+  active = per_pair > 0.0
 
-    num_valid = jnp.sum(pair_valid, dtype=jnp.int32)
-    num_active = jnp.sum(active, dtype=jnp.int32)
-    loss = jnp.sum(per_pair) / jnp.maximum(num_valid, 1).astype(dist.dtype)
-    return loss, _metrics(
-        dist, pos_mask, neg_mask, num_valid, num_active
-    )
+  num_valid = jnp.sum(pair_valid, dtype=jnp.int32)
+  num_active = jnp.sum(active, dtype=jnp.int32)
+  loss = jnp.sum(per_pair) / jnp.maximum(num_valid, 1).astype(dist.dtype)
+  return loss, _metrics(dist, pos_mask, neg_mask, num_valid, num_active)
 
 
 def batch_hard_triplet_loss(
@@ -287,41 +281,39 @@ def batch_hard_triplet_loss(
     mask: jax.Array,
     margin: float = 0.2,
 ) -> Tuple[jax.Array, Metrics]:
-    """Batch-hard triplet loss (Hermans, Beyer & Leibe, 2017).
+  """Batch-hard triplet loss (Hermans, Beyer & Leibe, 2017).
 
-    Each anchor forms one triplet from its hardest positive (largest
-    ``d(a,p)``) and hardest negative (smallest ``d(a,n)``) in the batch; the
-    loss is ``max(d_ap - d_an + margin, 0)`` averaged over anchors that are
-    unpadded and have at least one positive and one negative. Anchors of
-    singleton identities (no positive) or of a batch with a single identity
-    (no negative) are skipped rather than scored against a fill value.
+  Each anchor forms one triplet from its hardest positive (largest
+  ``d(a,p)``) and hardest negative (smallest ``d(a,n)``) in the batch; the
+  loss is ``max(d_ap - d_an + margin, 0)`` averaged over anchors that are
+  unpadded and have at least one positive and one negative. Anchors of
+  singleton identities (no positive) or of a batch with a single identity
+  (no negative) are skipped rather than scored against a fill value.
 
-    Args:
-      embeddings: ``[B, D]`` float32.
-      labels: ``[B]`` int32 identity ids.
-      mask: ``[B]`` bool, False for padded rows.
-      margin: scalar margin ``alpha`` (may be traced).
+  Args:
+    embeddings: ``[B, D]`` float32.
+    labels: ``[B]`` int32 identity ids.
+    mask: ``[B]`` bool, False for padded rows.
+    margin: scalar margin ``alpha`` (may be traced).
 
-    Returns:
-      ``(loss, metrics)``: here "triplets" are anchors: ``num_valid_triplets``
-      counts usable anchors, ``num_active_triplets`` those with positive loss,
-      ``fraction_active`` their ratio.
-    """
-    dist, pos_mask, neg_mask = _prepare(embeddings, labels, mask)
-    hardest_pos, has_pos = _masked_max(dist, pos_mask, axis=-1)  # [a]
-    hardest_neg, has_neg = _masked_min(dist, neg_mask, axis=-1)  # [a]
-    anchor_valid = has_pos & has_neg  # Implies the anchor row is unpadded.
+  Returns:
+    ``(loss, metrics)``: here "triplets" are anchors: ``num_valid_triplets``
+    counts usable anchors, ``num_active_triplets`` those with positive loss,
+    ``fraction_active`` their ratio.
+  """
+  dist, pos_mask, neg_mask = _prepare(embeddings, labels, mask)
+  hardest_pos, has_pos = _masked_max(dist, pos_mask, axis=-1)  # [a]
+  hardest_neg, has_neg = _masked_min(dist, neg_mask, axis=-1)  # [a]
+  anchor_valid = has_pos & has_neg  # Implies the anchor row is unpadded.
 
-    raw = hardest_pos - hardest_neg + margin
-    per_anchor = jnp.where(anchor_valid, jax.nn.relu(raw), jnp.zeros_like(raw))
-    active = per_anchor > 0.0
+  raw = hardest_pos - hardest_neg + margin
+  per_anchor = jnp.where(anchor_valid, jax.nn.relu(raw), jnp.zeros_like(raw))
+  active = per_anchor > 0.0
 
-    num_valid = jnp.sum(anchor_valid, dtype=jnp.int32)
-    num_active = jnp.sum(active, dtype=jnp.int32)
-    loss = jnp.sum(per_anchor) / jnp.maximum(num_valid, 1).astype(dist.dtype)
-    return loss, _metrics(
-        dist, pos_mask, neg_mask, num_valid, num_active
-    )
+  num_valid = jnp.sum(anchor_valid, dtype=jnp.int32)
+  num_active = jnp.sum(active, dtype=jnp.int32)
+  loss = jnp.sum(per_anchor) / jnp.maximum(num_valid, 1).astype(dist.dtype)
+  return loss, _metrics(dist, pos_mask, neg_mask, num_valid, num_active)
 
 
 TRIPLET_LOSSES: Dict[str, TripletLossFn] = {
@@ -332,16 +324,14 @@ TRIPLET_LOSSES: Dict[str, TripletLossFn] = {
 
 
 def get_triplet_loss(name: str) -> TripletLossFn:
-    """Look up a triplet loss by its config name (a key of ``TRIPLET_LOSSES``).
+  """Look up a triplet loss by its config name (a key of ``TRIPLET_LOSSES``).
 
-    Raises:
-      ValueError: for an unknown name; the message lists the valid names so
-        a typo in a config fails loudly at startup rather than mid-run.
-    """
-    try:
-        return TRIPLET_LOSSES[name]
-    except (KeyError, TypeError):
-        valid = ", ".join(sorted(TRIPLET_LOSSES))
-        raise ValueError(
-            f"Unknown triplet loss {name!r}; valid names are: {valid}."
-        ) from None
+  Raises:
+    ValueError: for an unknown name; the message lists the valid names so
+      a typo in a config fails loudly at startup rather than mid-run.
+  """
+  try:
+    return TRIPLET_LOSSES[name]
+  except (KeyError, TypeError):
+    valid = ", ".join(sorted(TRIPLET_LOSSES))
+    raise ValueError(f"Unknown triplet loss {name!r}; valid names are: {valid}.") from None
