@@ -62,6 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       name="adagrad", learning_rate=0.05, schedule="constant", warmup_steps=0,
       initial_accumulator_value=0.1, eps=1e-7, weight_decay=0.0, grad_clip_norm=0.0,
       momentum=0.9, b1=0.9, b2=0.999, boundaries=(), decay_factor=0.1, final_lr_fraction=0.0))
+  c.device_prefetch = 2  # batches kept on device ahead of the step
   c.num_train_steps = 20_000
   c.log_every_steps = 50
 

@@ -7,10 +7,11 @@ matrix, XLA gathers embeddings so that mining sees every image of the batch.
 The same code runs on one CPU and on a multi-host pod.
 """
 
+import collections
 import functools
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from absl import logging
 import flax
@@ -120,6 +121,21 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
           for k in ("image", "label", "mask")}
 
 
+def prefetch_to_mesh(batches: Iterator[dict], mesh: Mesh, size: int = 2) -> Iterator[tuple[int, dict]]:
+  """Yields (step, sharded batch), keeping `size` batches already on device.
+
+  The host-to-device copies are dispatched asynchronously, so the transfer of
+  the next batches overlaps with the current step.
+  """
+  queue = collections.deque()
+  for batch in batches:
+    queue.append((int(batch["step"]), shard_batch(batch, mesh)))
+    if len(queue) > size:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()
+
+
 def _evaluate(config, workdir, state, protocols, step, writer):
   """Runs the separate LFW evaluator on the in-memory params; logs its scalars."""
   from facejax.evaluation import evaluate_lfw  # the evaluator does not import the trainer
@@ -203,9 +219,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 def _train_loop(config, workdir, state, batches, step_fn, mesh, manager, writer, progress):
   images_per_step = config.num_identities * config.images_per_identity
   t_last, n_last = time.perf_counter(), 0
-  for batch in batches:
-    step = int(batch["step"]) + 1  # step count after this update
-    state, metrics = step_fn(state, shard_batch(batch, mesh))
+  for data_step, batch in prefetch_to_mesh(batches, mesh, config.device_prefetch):
+    step = data_step + 1  # step count after this update
+    state, metrics = step_fn(state, batch)
     n_last += 1
     if step % config.log_every_steps == 0 or step == config.num_train_steps:
       metrics = jax.device_get(metrics)
