@@ -92,3 +92,28 @@ def test_incompatible_checkpoint_is_refused(smoke_config, tmp_path):
   c.model.embedding_dim = 16
   with pytest.raises(checkpointing.IncompatibleCheckpointError, match="embedding_dim=32.*embedding_dim=16"):
     train.train_and_evaluate(c, str(tmp_path))
+
+
+def test_bfloat16_compute_keeps_float32_params_and_stays_close(smoke_config):
+  rng = np.random.default_rng(0)
+  c = smoke_config
+  batch = {"image": rng.normal(size=(c.batch_size, 32, 32, 3)).astype(np.float32),
+           "label": np.repeat(np.arange(c.num_identities), c.images_per_identity).astype(np.int32),
+           "mask": np.ones(c.batch_size, bool)}
+  losses = {}
+  for dtype in ("float32", "bfloat16"):
+    cfg = c.copy_and_resolve_references()
+    cfg.model.dtype = dtype
+    from facejax import optimizers
+    from facejax.models import create_model
+    mesh = train.make_mesh()
+    model = create_model(cfg.model)
+    tx = optimizers.create_optimizer(cfg.optimizer, cfg.num_train_steps)
+    state = train.create_train_state(cfg, model, tx, jax.random.key(0))
+    step = train.make_jitted_step(cfg, model, tx, mesh)
+    for _ in range(3):
+      state, metrics = step(state, train.shard_batch(batch, mesh))
+    losses[dtype] = float(metrics["loss"])
+    assert all(p.dtype == np.float32 for p in jax.tree.leaves(state.params))
+    assert np.isfinite(losses[dtype])
+  assert abs(losses["bfloat16"] - losses["float32"]) < 0.02, losses
