@@ -8,6 +8,7 @@ Each step directory holds three items:
 The data position needs no item: batches are a pure function of (seed, step).
 """
 
+import json
 import os
 from typing import Any
 
@@ -43,7 +44,8 @@ def checkpoint_meta(config: ml_collections.ConfigDict, step: int) -> dict[str, A
 def check_compatible(meta: dict[str, Any], config: ml_collections.ConfigDict, where: str):
   """Raises IncompatibleCheckpointError if `meta` disagrees with `config.model`."""
   saved = meta.get("model", {})
-  want = config.model.to_dict()
+  # Compare in JSON form: the saved meta turned tuples into lists.
+  want = json.loads(json.dumps(config.model.to_dict()))
   for key in ("name", "embedding_dim"):
     if saved.get(key) != want.get(key):
       raise IncompatibleCheckpointError(

@@ -117,3 +117,14 @@ def test_bfloat16_compute_keeps_float32_params_and_stays_close(smoke_config):
     assert all(p.dtype == np.float32 for p in jax.tree.leaves(state.params))
     assert np.isfinite(losses[dtype])
   assert abs(losses["bfloat16"] - losses["float32"]) < 0.02, losses
+
+
+def test_tuple_valued_model_keys_do_not_block_resume(smoke_config):
+  # Orbax's JSON meta stores tuples as lists; the check must not see a change.
+  c = smoke_config.copy_and_resolve_references()
+  c.model.extra = (1, 2)
+  meta = json.loads(json.dumps(checkpointing.checkpoint_meta(c, 3)))
+  checkpointing.check_compatible(meta, c, "ckpt")
+  c.model.extra = (1, 3)
+  with pytest.raises(checkpointing.IncompatibleCheckpointError, match="model.extra"):
+    checkpointing.check_compatible(meta, c, "ckpt")
