@@ -1,4 +1,4 @@
-"""Reusable layers of the FaceNet-family nets: LRN, maxout dense, L2 normalisation."""
+"""Reusable layers of the FaceNet-family nets: LRN, L2 pooling, maxout dense, L2 normalisation."""
 
 from typing import Any
 
@@ -46,6 +46,37 @@ class LocalResponseNorm(nn.Module):
         padding=((0, 0), (0, 0), (0, 0), (lo, hi)))
     scale = jnp.power(self.k + (self.alpha / self.size) * window_sum, -self.beta)
     return (x.astype(jnp.float32) * scale).astype(x.dtype)
+
+
+class L2Pool(nn.Module):
+  """L2 ("p-norm", p=2) pooling of FaceNet's Inception modules.
+
+  y = sqrt(sum_{window} x^2 + eps) per channel, the paper's "instead of the
+  spatial max the L2 norm is computed". Windows are zero-padded by `padding`
+  pixels each side; zeros add nothing to the sum, so a padded window is the
+  L2 norm of its in-image taps (OpenFace instead pools unpadded and zero-pads
+  the branch output; NETS.md §7.5). `eps` keeps the gradient finite on
+  all-zero windows, which post-ReLU inputs often produce (d sqrt(s)/ds is
+  infinite at 0). Computed in float32 for bf16 inputs, like the LRN.
+
+  Input [B, H, W, C]; output [B, H', W', C] with
+  H' = (H + 2 * padding - window) // stride + 1.
+  """
+  window: int = 3
+  stride: int = 1
+  padding: int = 1
+  eps: float = 1e-6
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    sq = jnp.square(x.astype(jnp.float32))
+    p = self.padding
+    sums = jax.lax.reduce_window(
+        sq, 0.0, jax.lax.add,
+        window_dimensions=(1, self.window, self.window, 1),
+        window_strides=(1, self.stride, self.stride, 1),
+        padding=((0, 0), (p, p), (p, p), (0, 0)))
+    return jnp.sqrt(sums + self.eps).astype(x.dtype)
 
 
 class MaxoutDense(nn.Module):
