@@ -42,60 +42,8 @@ Data: `--config.data.data_dir=/path/holding/lfw` or FACEJAX_DATA_DIR.
 
 import ml_collections
 
+from facejax.config_lib import facenet_inception_config
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-
-  c.model = ml_collections.ConfigDict(dict(
-      name="nn3", embedding_dim=128, width=1.0, batch_norm=True, dtype="float32"))
-
-  c.data = ml_collections.ConfigDict(dict(
-      data_dir=ml_collections.FieldReference(None, field_type=str),  # else FACEJAX_DATA_DIR
-      train_dir=ml_collections.FieldReference(None, field_type=str),  # default: <lfw root>/lfw
-      train_people="peopleDevTrain.txt",
-      min_images_per_identity=2,
-      max_identities=ml_collections.FieldReference(None, field_type=int),
-      source="folder",  # or "tfds"
-      tfds_data_dir=ml_collections.FieldReference(None, field_type=str),
-      source_crop=150,
-      image_size=160,
-      resize_size=172,
-      standardization="fixed",
-      random_flip=True,
-      random_crop=True,
-  ))
-
-  c.num_identities = 45
-  c.images_per_identity = 4
-  c.batch_size = c.num_identities * c.images_per_identity
-
-  c.loss = ml_collections.ConfigDict(dict(name="semi_hard", margin=0.2))
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name="adagrad", learning_rate=0.05, schedule="constant", warmup_steps=0,
-      initial_accumulator_value=0.1, eps=1e-7, weight_decay=0.0, grad_clip_norm=0.0,
-      momentum=0.9, b1=0.9, b2=0.999, boundaries=(), decay_factor=0.1, final_lr_fraction=0.0))
-  c.device_prefetch = 2  # batches kept on device ahead of the step
-  c.num_train_steps = 20_000
-  c.log_every_steps = 50
-
-  c.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, max_to_keep=3, async_save=True))
-  c.eval = ml_collections.ConfigDict(dict(
-      every_steps=2000, during_training=("dev_test",), at_end=("dev_test", "view2"),
-      batch_size=128, distance="euclidean", flip="none", subtract_mean=False, far_target=1e-3))
-
-  if arg == "paper":
-    c.model.batch_norm = False
-  elif arg == "smoke":
-    c.model.update(width=0.125, embedding_dim=32)
-    c.data.update(image_size=32, resize_size=36)
-    c.data.max_identities = 20
-    c.num_identities, c.images_per_identity = 4, 2
-    c.num_train_steps = 2
-    c.log_every_steps = 1
-    c.checkpoint.every_steps = 2
-    c.eval.update(every_steps=0, at_end=("dev_test",), batch_size=64)
-  elif arg:
-    raise ValueError(f"configs/nn3.py: unknown variant {arg!r}; use '', 'paper' or 'smoke'")
-  c.batch_size = c.num_identities * c.images_per_identity
-  return c
+  return facenet_inception_config("nn3", arg, image_size=160, resize_size=172)
