@@ -167,6 +167,21 @@ def _metrics(dist, pos_mask, neg_mask, num_valid, num_active) -> Metrics:
 # ---------------------------------------------------------------------------
 
 
+def _hinge_loss(raw, valid, dist, pos_mask, neg_mask, *, divide_by_active: bool):
+  """Mean hinge [raw]_+ over `valid` entries, with the shared metrics.
+
+  Batch-all averages over active triplets (zero-loss ones would dilute the
+  signal as training progresses); the mined losses average over all valid
+  triplets, as TF's semi-hard loss does.
+  """
+  per_triplet = jnp.where(valid, jax.nn.relu(raw), jnp.zeros_like(raw))
+  num_valid = jnp.sum(valid, dtype=jnp.int32)
+  num_active = jnp.sum(per_triplet > 0.0, dtype=jnp.int32)
+  denominator = num_active if divide_by_active else num_valid
+  loss = jnp.sum(per_triplet) / jnp.maximum(denominator, 1).astype(dist.dtype)
+  return loss, _metrics(dist, pos_mask, neg_mask, num_valid, num_active)
+
+
 def batch_all_triplet_loss(
     embeddings: jax.Array,
     labels: jax.Array,
@@ -205,13 +220,7 @@ def batch_all_triplet_loss(
   # and n != p (different label from a, hence from p).
   valid = pos_mask[:, :, None] & neg_mask[:, None, :]
   raw = dist[:, :, None] - dist[:, None, :] + margin
-  per_triplet = jnp.where(valid, jax.nn.relu(raw), jnp.zeros_like(raw))
-  active = per_triplet > 0.0
-
-  num_valid = jnp.sum(valid, dtype=jnp.int32)
-  num_active = jnp.sum(active, dtype=jnp.int32)
-  loss = jnp.sum(per_triplet) / jnp.maximum(num_active, 1).astype(dist.dtype)
-  return loss, _metrics(dist, pos_mask, neg_mask, num_valid, num_active)
+  return _hinge_loss(raw, valid, dist, pos_mask, neg_mask, divide_by_active=True)
 
 
 def semi_hard_triplet_loss(
@@ -266,13 +275,7 @@ def semi_hard_triplet_loss(
 
   pair_valid = pos_mask & has_neg[:, None]
   raw = dist - chosen + margin
-  per_pair = jnp.where(pair_valid, jax.nn.relu(raw), jnp.zeros_like(raw))
-  active = per_pair > 0.0
-
-  num_valid = jnp.sum(pair_valid, dtype=jnp.int32)
-  num_active = jnp.sum(active, dtype=jnp.int32)
-  loss = jnp.sum(per_pair) / jnp.maximum(num_valid, 1).astype(dist.dtype)
-  return loss, _metrics(dist, pos_mask, neg_mask, num_valid, num_active)
+  return _hinge_loss(raw, pair_valid, dist, pos_mask, neg_mask, divide_by_active=False)
 
 
 def batch_hard_triplet_loss(
@@ -307,13 +310,7 @@ def batch_hard_triplet_loss(
   anchor_valid = has_pos & has_neg  # Implies the anchor row is unpadded.
 
   raw = hardest_pos - hardest_neg + margin
-  per_anchor = jnp.where(anchor_valid, jax.nn.relu(raw), jnp.zeros_like(raw))
-  active = per_anchor > 0.0
-
-  num_valid = jnp.sum(anchor_valid, dtype=jnp.int32)
-  num_active = jnp.sum(active, dtype=jnp.int32)
-  loss = jnp.sum(per_anchor) / jnp.maximum(num_valid, 1).astype(dist.dtype)
-  return loss, _metrics(dist, pos_mask, neg_mask, num_valid, num_active)
+  return _hinge_loss(raw, anchor_valid, dist, pos_mask, neg_mask, divide_by_active=False)
 
 
 TRIPLET_LOSSES: Dict[str, TripletLossFn] = {
