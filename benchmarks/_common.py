@@ -6,6 +6,10 @@ import os
 import pathlib
 import platform
 
+# Before anything starts JAX: importing facejax sets its default XLA:CPU
+# flags (facejax/xla_flags.py), which the timings depend on.
+import facejax  # noqa: F401
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIG_FILE = REPO_ROOT / "configs" / "nn1.py"
 
@@ -42,6 +46,7 @@ def environment_lines(extra: dict[str, str] | None = None) -> list[str]:
       f"cpu: {cpu_model()}, os.cpu_count()={os.cpu_count()}, "
       f"sched_getaffinity={len(os.sched_getaffinity(0))}",
       f"python: {platform.python_version()}",
+      f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')!r}",
   ]
   for k, v in (extra or {}).items():
     lines.append(f"{k}: {v}")

@@ -37,7 +37,12 @@ def main():
   loss_name = sys.argv[1] if len(sys.argv) > 1 else "semi_hard"
   config = nn1.get_config("smoke")
   config.loss.name = loss_name
-  config.model.batch_norm = "bn" in sys.argv[2:]
+  config.model.batch_norm = len(sys.argv) > 2 and sys.argv[2] == "bn"
+  # Plain SGD: Adam divides by sqrt(v), which turns float-rounding noise in
+  # gradients that are mathematically ~0 into full learning-rate steps, so
+  # the two meshes' params would differ by ~lr for reasons unrelated to
+  # sharding.
+  config.optimizer.update(name="sgd", learning_rate=0.05, momentum=0.0)
   rng = np.random.default_rng(0)
   b = config.batch_size
   batch = {"image": rng.normal(size=(b, 32, 32, 3)).astype(np.float32),
@@ -45,8 +50,9 @@ def main():
            "mask": np.ones(b, bool)}
   batch["mask"][-2:] = False  # padded rows must be ignored identically on both meshes
   assert jax.device_count() == 4
-  p4, l4, m4 = run(jax.devices(), config, batch)
-  p1, l1, m1 = run(jax.devices()[:1], config, batch)
+  steps = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+  p4, l4, m4 = run(jax.devices(), config, batch, steps)
+  p1, l1, m1 = run(jax.devices()[:1], config, batch, steps)
   diffs = jax.tree.leaves(jax.tree.map(lambda a, c: float(np.max(np.abs(a - c))), p4, p1))
   print(json.dumps({"losses_4": l4, "losses_1": l1, "max_param_diff": max(diffs),
                     "num_valid_4": float(m4["num_valid_triplets"]),

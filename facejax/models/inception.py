@@ -65,7 +65,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from facejax.models.layers import L2Pool, LocalResponseNorm, l2_normalize
+from facejax.models.layers import Conv, L2Pool, LocalResponseNorm, l2_normalize, max_pool
 
 _he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
 
@@ -153,9 +153,9 @@ class ConvUnit(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     pad = (self.kernel - 1) // 2
-    x = nn.Conv(self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride),
-                padding=((pad, pad), (pad, pad)), use_bias=not self.batch_norm,
-                kernel_init=_he_normal, dtype=self.dtype, name="conv")(x)
+    x = Conv(self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride),
+             padding=((pad, pad), (pad, pad)), use_bias=not self.batch_norm,
+             kernel_init=_he_normal, dtype=self.dtype, name="conv")(x)
     if self.batch_norm:
       # Statistics of the global batch: under jit on a sharded batch XLA
       # reduces across devices, so every replica keeps identical stats.
@@ -165,8 +165,8 @@ class ConvUnit(nn.Module):
 
 
 def _max_pool(x: jax.Array, stride: int) -> jax.Array:
-  # flax pads max pools with -inf, so the pad never wins the max.
-  return nn.max_pool(x, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)))
+  # Padded with -inf, so the pad never wins the max.
+  return max_pool(x, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)))
 
 
 class InceptionModule(nn.Module):

@@ -40,7 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from facejax.models.layers import l2_normalize
+from facejax.models.layers import Conv, l2_normalize, max_pool
 
 _glorot_uniform = nn.initializers.xavier_uniform()
 
@@ -71,9 +71,9 @@ class ConvBN(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    x = nn.Conv(self.features, self.kernel, strides=(self.strides, self.strides),
-                padding=self.padding, use_bias=False, kernel_init=_glorot_uniform,
-                dtype=self.dtype, name="conv")(x)
+    x = Conv(self.features, self.kernel, strides=(self.strides, self.strides),
+             padding=self.padding, use_bias=False, kernel_init=_glorot_uniform,
+             dtype=self.dtype, name="conv")(x)
     # Under jit on a batch sharded over the "data" mesh axis, the batch mean
     # and variance are reductions over the global batch: XLA inserts the
     # cross-device all-reduce, so no explicit pmean is needed.
@@ -104,8 +104,8 @@ class ResidualBlock(nn.Module):
                    name=f"branch{b}_{i}")(y, train)
       outs.append(y)
     mixed = jnp.concatenate(outs, axis=-1)
-    up = nn.Conv(x.shape[-1], (1, 1), use_bias=True, kernel_init=_glorot_uniform,
-                 dtype=self.dtype, name="up")(mixed)
+    up = Conv(x.shape[-1], (1, 1), use_bias=True, kernel_init=_glorot_uniform,
+              dtype=self.dtype, name="up")(mixed)
     x = x + self.scale * up
     return nn.relu(x) if self.relu else x
 
@@ -143,7 +143,7 @@ class InceptionResNetV1(nn.Module):
 
   @staticmethod
   def _max_pool(x):
-    return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+    return max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
 
   def _reduction_a(self, x, train):
     # k, l, m, n = 192, 192, 256, 384 (Inception-v4 paper's table for IR-v1).

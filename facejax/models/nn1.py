@@ -31,7 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from facejax.models.layers import LocalResponseNorm, MaxoutDense, l2_normalize
+from facejax.models.layers import Conv, LocalResponseNorm, MaxoutDense, l2_normalize, max_pool
 
 _he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
 
@@ -55,9 +55,9 @@ class NN1(nn.Module):
     features = max(1, int(round(features * self.conv_width)))
     pad = (kernel - 1) // 2
     stride = 2 if name == "conv1" else 1
-    x = nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                padding=((pad, pad), (pad, pad)), dtype=self.dtype,
-                kernel_init=_he_normal, use_bias=not self.batch_norm, name=name)(x)
+    x = Conv(features, (kernel, kernel), strides=(stride, stride),
+             padding=((pad, pad), (pad, pad)), dtype=self.dtype,
+             kernel_init=_he_normal, use_bias=not self.batch_norm, name=name)(x)
     if self.batch_norm:
       # Batch statistics of the global batch: under jit on a sharded batch XLA
       # reduces across devices, so every replica keeps identical stats.
@@ -67,7 +67,7 @@ class NN1(nn.Module):
 
   @staticmethod
   def _pool(x):
-    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    return max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:

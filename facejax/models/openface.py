@@ -44,7 +44,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from facejax.models.layers import L2Pool, LocalResponseNorm, l2_normalize
+from facejax.models.layers import Conv, L2Pool, LocalResponseNorm, l2_normalize, max_pool
 
 # Torch7 default init for conv/Linear weights: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 _torch_default = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -84,7 +84,7 @@ def _pool3x3(x: jax.Array, kind: str, stride: int, pad: int) -> jax.Array:
                      f"needs inputs of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}")
   padding = ((pad, pad), (pad, pad))
   if kind == "max":
-    return nn.max_pool(x, (3, 3), strides=(stride, stride), padding=padding)
+    return max_pool(x, (3, 3), strides=(stride, stride), padding=padding)
   # The shared parameter-free L2Pool, detached (parent=None) so that this
   # helper also works outside a module.
   return L2Pool(stride=stride, padding=pad, parent=None).apply({}, x)
@@ -108,9 +108,9 @@ class ConvBN(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     pad = (self.kernel - 1) // 2  # Torch pads: 7x7 p3, 5x5 p2, 3x3 p1, 1x1 p0
-    x = nn.Conv(self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride),
-                padding=((pad, pad), (pad, pad)), dtype=self.dtype,
-                kernel_init=_torch_default, name="conv")(x)
+    x = Conv(self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride),
+             padding=((pad, pad), (pad, pad)), dtype=self.dtype,
+             kernel_init=_torch_default, name="conv")(x)
     # Under jit on a sharded global batch, XLA reduces the batch statistics
     # across devices, so they are the global batch's (no pmean needed).
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
@@ -179,12 +179,12 @@ class NN4Small2(nn.Module):
     geometry = POOLING_GEOMETRIES[self.pooling_geometry]
     x = images.astype(self.dtype)
     x = ConvBN(64, 7, 2, dtype=self.dtype, name="conv1")(x, train)
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     x = LocalResponseNorm(name="lrn1")(x)
     x = ConvBN(64, 1, dtype=self.dtype, name="conv2")(x, train)
     x = ConvBN(192, 3, dtype=self.dtype, name="conv3")(x, train)
     x = LocalResponseNorm(name="lrn2")(x)
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for name in ("3a", "3b", "3c", "4a", "4e", "5a", "5b"):
       x = Inception(_INCEPTION[name], geometry[name], dtype=self.dtype,
                     name=f"inception_{name}")(x, train)

@@ -43,7 +43,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from facejax.models.layers import l2_normalize
+from facejax.models.layers import Conv, l2_normalize
 
 # depth -> residual units in the 64/128/256/512 stages (make_spherenet.py).
 UNITS = {20: (1, 2, 4, 1), 36: (2, 4, 8, 2), 64: (3, 8, 16, 3)}
@@ -99,9 +99,9 @@ class SphereFace(nn.Module):
   def _conv_prelu(self, x, features, stride, name, opener):
     # Openers: Xavier + learned bias. Residual convs: N(0, 0.01), no bias
     # (Caffe keeps a bias frozen at 0 there; see module docstring).
-    x = nn.Conv(features, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)),
-                use_bias=opener, kernel_init=_caffe_xavier if opener else _gaussian_001,
-                bias_init=nn.initializers.zeros, dtype=self.dtype, name="conv" + name)(x)
+    x = Conv(features, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)),
+             use_bias=opener, kernel_init=_caffe_xavier if opener else _gaussian_001,
+             bias_init=nn.initializers.zeros, dtype=self.dtype, name="conv" + name)(x)
     return PReLU(name="relu" + name)(x)
 
   @nn.compact
