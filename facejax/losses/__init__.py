@@ -1,5 +1,20 @@
 """Metric-learning losses for face embeddings."""
 
+from facejax.losses.classification import (
+    CLASSIFICATION_LOSSES,
+    a_softmax_lambda,
+    a_softmax_logits,
+    angular_margin_loss,
+    arcface_logits,
+    center_loss_term,
+    combined_margin_logits,
+    cosface_logits,
+    init_margin_head,
+    init_softmax_head,
+    softmax_center_loss,
+    softmax_loss,
+    update_centers,
+)
 from facejax.losses.triplet import (
     TRIPLET_LOSSES,
     batch_all_triplet_loss,
@@ -10,10 +25,23 @@ from facejax.losses.triplet import (
 )
 
 __all__ = [
+    "CLASSIFICATION_LOSSES",
     "TRIPLET_LOSSES",
+    "a_softmax_lambda",
+    "a_softmax_logits",
+    "angular_margin_loss",
+    "arcface_logits",
     "batch_all_triplet_loss",
     "batch_hard_triplet_loss",
+    "center_loss_term",
+    "combined_margin_logits",
+    "cosface_logits",
     "get_triplet_loss",
+    "init_margin_head",
+    "init_softmax_head",
     "pairwise_squared_distances",
     "semi_hard_triplet_loss",
+    "softmax_center_loss",
+    "softmax_loss",
+    "update_centers",
 ]
