@@ -27,24 +27,37 @@ from facejax import checkpointing
 from facejax import optimizers
 from facejax.data import datasets
 from facejax.data import input_pipeline
-from facejax.losses import get_triplet_loss
+from facejax.losses import TRIPLET_LOSSES, Objective, make_objective, select_features
 from facejax.models import create_model
 
 
 @flax.struct.dataclass
 class TrainState:
-  """Everything a step reads and writes. `rng` is a raw uint32[2] key."""
+  """Everything a step reads and writes. `rng` is a raw uint32[2] key.
+
+  `head` (a classifier or margin head, `{}` for triplet losses) is trained
+  with `params` by the same optimizer, whose state covers
+  `{"model": params, "head": head}`. `loss_state` (the center-loss centers,
+  or `{}`) is moved by the loss's own update rule. Both are training-only:
+  they are saved in the "train" checkpoint item, not in "model".
+  """
   step: jax.Array
   params: Any
   batch_stats: Any
   opt_state: Any
   rng: jax.Array
+  head: Any = flax.struct.field(default_factory=dict)
+  loss_state: Any = flax.struct.field(default_factory=dict)
 
   def model_vars(self) -> dict:
     return {"params": self.params, "batch_stats": self.batch_stats}
 
   def train_vars(self) -> dict:
-    return {"opt_state": self.opt_state, "step": self.step, "rng": self.rng}
+    return {"opt_state": self.opt_state, "step": self.step, "rng": self.rng,
+            "head": self.head, "loss_state": self.loss_state}
+
+  def trainable(self) -> dict:
+    return {"model": self.params, "head": self.head}
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -53,10 +66,15 @@ def make_mesh(devices=None) -> Mesh:
 
 
 def create_train_state(config: ml_collections.ConfigDict, model: nn.Module,
-                       tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
-  """Initialises params (float32) and optimizer state from `rng`."""
+                       tx: optax.GradientTransformation, rng: jax.Array,
+                       objective: Objective | None = None) -> TrainState:
+  """Initialises params (float32), the loss head/state and the optimizer state from `rng`."""
   h, w = datasets.hw(config.data.image_size)
   init_rng, state_rng = jax.random.split(rng)
+  head, loss_state = {}, {}
+  if objective is not None:
+    # A key of its own, so that adding a head leaves the net's init unchanged.
+    head, loss_state = objective.init(jax.random.fold_in(init_rng, 1))
   # Jitted: an eager init compiles one RNG kernel per parameter shape (tens of
   # seconds for the Inception nets on CPU).
   init = jax.jit(functools.partial(model.init, train=False))
@@ -64,11 +82,12 @@ def create_train_state(config: ml_collections.ConfigDict, model: nn.Module,
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get("batch_stats", {}),
-                    opt_state=tx.init(params), rng=jax.random.key_data(state_rng))
+                    opt_state=tx.init({"model": params, "head": head}),
+                    rng=jax.random.key_data(state_rng), head=head, loss_state=loss_state)
 
 
 def train_step(state: TrainState, batch: dict, *, model: nn.Module,
-               tx: optax.GradientTransformation, loss_fn: Callable) -> tuple[TrainState, dict]:
+               tx: optax.GradientTransformation, objective: Objective) -> tuple[TrainState, dict]:
   """One optimizer step on the global batch.
 
   Args:
@@ -78,41 +97,58 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
     (new state, metrics dict of scalars).
   """
   step_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-  has_bn = bool(jax.tree.leaves(state.batch_stats))
+  mutable = ["batch_stats"] if jax.tree.leaves(state.batch_stats) else []
+  if objective.uses_features:
+    mutable.append("intermediates")
 
-  def compute_loss(params):
-    variables = {"params": params}
-    if has_bn:
+  def compute_loss(trainable):
+    variables = {"params": trainable["model"]}
+    if "batch_stats" in mutable:
       variables["batch_stats"] = state.batch_stats
+    if mutable:
       emb, updates = model.apply(variables, batch["image"], train=True,
-                                 rngs={"dropout": step_rng}, mutable=["batch_stats"])
-      new_stats = updates["batch_stats"]
+                                 rngs={"dropout": step_rng}, mutable=mutable)
     else:
-      emb = model.apply(variables, batch["image"], train=True, rngs={"dropout": step_rng})
-      new_stats = state.batch_stats
-    loss, metrics = loss_fn(emb, batch["label"], batch["mask"])
-    return loss, (metrics, new_stats, emb)
+      emb, updates = model.apply(variables, batch["image"], train=True,
+                                 rngs={"dropout": step_rng}), {}
+    features = updates["intermediates"]["features"][0] if objective.uses_features else emb
+    loss, metrics = objective.loss(emb, features, batch["label"], batch["mask"],
+                                   trainable["head"], state.loss_state, state.step)
+    new_stats = updates.get("batch_stats", state.batch_stats)
+    return loss, (metrics, new_stats, emb, features)
 
-  (loss, (metrics, new_stats, emb)), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+  (loss, (metrics, new_stats, emb, features)), grads = jax.value_and_grad(
+      compute_loss, has_aux=True)(state.trainable())
+  updates, opt_state = tx.update(grads, state.opt_state, state.trainable())
+  trainable = optax.apply_updates(state.trainable(), updates)
+  # Centers move by their own rule, from this step's global batch: under jit
+  # the update reduces over every shard, so all replicas stay identical.
+  loss_state = objective.update_state(state.loss_state,
+                                      select_features(objective, emb, features),
+                                      batch["label"], batch["mask"])
   mask = batch["mask"].astype(jnp.float32)
   # Collapse check (FaceNet §3.2): spread of the embeddings around their mean.
   mean_emb = jnp.sum(emb * mask[:, None], 0) / jnp.maximum(mask.sum(), 1.0)
   spread = jnp.sum(jnp.sum(jnp.square(emb - mean_emb), -1) * mask) / jnp.maximum(mask.sum(), 1.0)
   metrics = dict(metrics, loss=loss, grad_norm=optax.tree_utils.tree_l2_norm(grads),
                  embedding_spread=spread, valid_images=mask.sum())
-  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                            batch_stats=new_stats)
+  new_state = state.replace(step=state.step + 1, params=trainable["model"],
+                            head=trainable["head"], opt_state=opt_state, batch_stats=new_stats,
+                            loss_state=loss_state)
   return new_state, metrics
 
 
-def make_jitted_step(config, model, tx, mesh: Mesh):
-  """train_step jitted with replicated state and batch sharded over "data"."""
-  loss_fn = functools.partial(get_triplet_loss(config.loss.name), margin=config.loss.margin)
+def make_jitted_step(config, model, tx, mesh: Mesh, objective: Objective | None = None):
+  """train_step jitted with replicated state and batch sharded over "data".
+
+  `objective` defaults to `config.loss` for a triplet loss (which needs no
+  class count); classification losses must pass theirs.
+  """
+  if objective is None:
+    objective = make_objective(config.loss, num_classes=0, feature_dim=0)
   replicated = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P("data"))
-  step = functools.partial(train_step, model=model, tx=tx, loss_fn=loss_fn)
+  step = functools.partial(train_step, model=model, tx=tx, objective=objective)
   return jax.jit(step, in_shardings=(replicated, batch_sharding),
                  out_shardings=(replicated, replicated), donate_argnums=(0,))
 
@@ -152,17 +188,24 @@ def _evaluate(config, workdir, state, protocols, step, writer):
 
 def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
   """Fails at start-up, naming the key, on combinations that cannot run."""
+  sampling = config.data.get("sampling", "pk")
+  if sampling not in input_pipeline.SAMPLINGS:
+    raise ValueError(f"config.data.sampling={sampling!r}: use one of {input_pipeline.SAMPLINGS}")
+  triplet = config.loss.name in TRIPLET_LOSSES
+  if triplet and sampling != "pk":
+    raise ValueError(f"config.data.sampling={sampling!r} with the triplet loss "
+                     f"config.loss.name={config.loss.name!r}: triplets need P x K batches ('pk')")
   pk = config.num_identities * config.images_per_identity
-  if config.batch_size != pk:
+  if sampling == "pk" and config.batch_size != pk:
     raise ValueError(f"config.batch_size={config.batch_size} != config.num_identities x "
                      f"config.images_per_identity = {config.num_identities} x "
                      f"{config.images_per_identity} = {pk}")
   if config.batch_size % num_devices:
     raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the "
                      f"{num_devices} devices of the mesh")
-  if config.images_per_identity < 2:
+  if triplet and config.images_per_identity < 2:
     raise ValueError("config.images_per_identity must be >= 2 to form anchor-positive pairs")
-  if config.data.min_images_per_identity < 2:
+  if triplet and config.data.min_images_per_identity < 2:
     raise ValueError("config.data.min_images_per_identity must be >= 2: a single-image "
                      "identity cannot form a positive pair")
 
@@ -174,8 +217,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   is_chief = jax.process_index() == 0
   mesh = make_mesh()
   model = create_model(config.model)
+  source = datasets.build_train_source(config.data)
+  objective = make_objective(config.loss, num_classes=len(source.class_names),
+                             feature_dim=model.embedding_dim)
   tx = optimizers.create_optimizer(config.optimizer, config.num_train_steps)
-  state = create_train_state(config, model, tx, jax.random.key(config.seed))
+  state = create_train_state(config, model, tx, jax.random.key(config.seed), objective)
   replicated = NamedSharding(mesh, P())
   state = jax.device_put(state, replicated)
 
@@ -193,14 +239,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     start_step = int(state.step)
     logging.info("Resumed from %s at step %d", checkpointing.checkpoint_dir(workdir), start_step)
 
-  source = datasets.build_train_source(config.data)
   prep = datasets.preprocessing(config.data, train=True)
   batches = input_pipeline.train_batches(
       source.table, source.indices_by_class, prep,
       num_identities=config.num_identities, images_per_identity=config.images_per_identity,
       seed=config.seed, start_step=start_step, num_steps=config.num_train_steps,
-      process_index=jax.process_index(), process_count=jax.process_count())
-  step_fn = make_jitted_step(config, model, tx, mesh)
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      sampling=config.data.get("sampling", "pk"), batch_size=config.batch_size)
+  step_fn = make_jitted_step(config, model, tx, mesh, objective)
   writer = _SummaryWriter(workdir) if is_chief else None
   progress = _progress(start_step, config.num_train_steps, is_chief)
 
@@ -220,7 +266,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
 
 def _train_loop(config, workdir, state, batches, step_fn, mesh, manager, writer, progress):
-  images_per_step = config.num_identities * config.images_per_identity
+  images_per_step = config.batch_size
   t_last, n_last = time.perf_counter(), 0
   for data_step, batch in prefetch_to_mesh(batches, mesh, config.device_prefetch):
     step = data_step + 1  # step count after this update
@@ -236,8 +282,9 @@ def _train_loop(config, workdir, state, batches, step_fn, mesh, manager, writer,
       t_last, n_last = now, 0
       if writer:
         writer.scalars(step, metrics)
-      progress.set_postfix(loss=f"{metrics['loss']:.4f}",
-                           active=f"{metrics['fraction_active']:.2f}",
+      # Triplet losses report the active fraction, classifiers their accuracy.
+      shown = "fraction_active" if "fraction_active" in metrics else "accuracy"
+      progress.set_postfix(loss=f"{metrics['loss']:.4f}", **{shown: f"{metrics[shown]:.2f}"},
                            img_s=f"{metrics['images_per_sec']:.1f}")
     progress.update(1)
     if step % config.checkpoint.every_steps == 0 or step == config.num_train_steps:

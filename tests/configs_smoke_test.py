@@ -18,8 +18,10 @@ CONFIGS = [
     "nns1",
     "nns2",
     "nn4_small2",
+    "nn4_small2_center",
     "sphereface20",
     "inception_resnet_v1",
+    "inception_resnet_v1:center_smoke",
 ]
 
 
@@ -32,7 +34,8 @@ def _load(name):
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_smoke_config_trains_and_evaluates(name, lfw_root, tmp_path):
-  c = _load(name).get_config("smoke")
+  name, _, variant = name.partition(":")
+  c = _load(name).get_config(variant or "smoke")
   c.data.data_dir = str(lfw_root.parent)
   steps = c.num_train_steps
   train.train_and_evaluate(c, str(tmp_path))

@@ -171,3 +171,17 @@ def test_tfds_source_reads_the_same_images_as_the_folder(small_source, tmp_path)
     a = folder_src.table.read(tf.constant(i)).numpy()
     b = tfds_src.table.read(tf.constant(i)).numpy()
     assert a == b and a == open(folder_src.table.paths[i], "rb").read()
+
+
+def test_shuffled_sampling_covers_each_epoch_once_and_is_a_function_of_step():
+  by_class = [np.array([0, 1, 2]), np.array([3]), np.array([4, 5, 6, 7]), np.array([8, 9])]
+  label_of = {i: c for c, m in enumerate(by_class) for i in m}
+  batches = [input_pipeline.sample_shuffled_indices(by_class, 4, seed=3, step=s)
+             for s in range(5)]  # 20 draws = exactly 2 epochs of 10 images
+  drawn = np.concatenate([b[0] for b in batches])
+  assert sorted(drawn[:10]) == list(range(10)) and sorted(drawn[10:]) == list(range(10))
+  assert not np.array_equal(drawn[:10], drawn[10:])  # each epoch reshuffled
+  for idx, lab, msk in batches:
+    assert [label_of[i] for i in idx] == list(lab) and msk.all()
+  again = input_pipeline.sample_shuffled_indices(by_class, 4, seed=3, step=2)
+  np.testing.assert_array_equal(again[0], batches[2][0])  # restart at step 2: same batch

@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
 from facejax import optimizers, train  # noqa: E402
+from facejax.losses import make_objective  # noqa: E402
 from facejax.models import create_model  # noqa: E402
 import nn1  # noqa: E402
 
@@ -22,21 +23,29 @@ import nn1  # noqa: E402
 def run(devices, config, batch, steps=3):
   mesh = train.make_mesh(devices)
   model = create_model(config.model)
+  objective = make_objective(config.loss, num_classes=config.num_identities,
+                             feature_dim=model.embedding_dim)
   tx = optimizers.create_optimizer(config.optimizer, config.num_train_steps)
-  state = train.create_train_state(config, model, tx, jax.random.key(0))
+  state = train.create_train_state(config, model, tx, jax.random.key(0), objective)
   state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-  step = train.make_jitted_step(config, model, tx, mesh)
+  step = train.make_jitted_step(config, model, tx, mesh, objective)
   losses = []
   for _ in range(steps):
     state, metrics = step(state, train.shard_batch(batch, mesh))
     losses.append(float(metrics["loss"]))
-  return jax.device_get({"params": state.params, "batch_stats": state.batch_stats}), losses, metrics
+  # The head (optimizer-trained) and the centers (moved by their own rule)
+  # must also agree across meshes.
+  return jax.device_get({"params": state.params, "batch_stats": state.batch_stats,
+                         "head": state.head, "loss_state": state.loss_state}), losses, metrics
 
 
 def main():
   loss_name = sys.argv[1] if len(sys.argv) > 1 else "semi_hard"
   config = nn1.get_config("smoke")
   config.loss.name = loss_name
+  if loss_name == "center":
+    # A weight large enough for the center term to move the gradients.
+    config.loss.update(center_weight=0.5, center_alpha=0.5)
   config.model.batch_norm = len(sys.argv) > 2 and sys.argv[2] == "bn"
   # Plain SGD: Adam divides by sqrt(v), which turns float-rounding noise in
   # gradients that are mathematically ~0 into full learning-rate steps, so
@@ -53,10 +62,15 @@ def main():
   steps = int(sys.argv[3]) if len(sys.argv) > 3 else 3
   p4, l4, m4 = run(jax.devices(), config, batch, steps)
   p1, l1, m1 = run(jax.devices()[:1], config, batch, steps)
-  diffs = jax.tree.leaves(jax.tree.map(lambda a, c: float(np.max(np.abs(a - c))), p4, p1))
+  diff_tree = jax.tree.map(lambda a, c: float(np.max(np.abs(a - c))), p4, p1)
+  diffs = jax.tree.leaves(diff_tree)
   print(json.dumps({"losses_4": l4, "losses_1": l1, "max_param_diff": max(diffs),
-                    "num_valid_4": float(m4["num_valid_triplets"]),
-                    "num_valid_1": float(m1["num_valid_triplets"])}))
+                    "num_valid_4": float(m4.get("num_valid_triplets", m4.get("num_valid"))),
+                    "num_valid_1": float(m1.get("num_valid_triplets", m1.get("num_valid"))),
+                    "head_and_centers_diff": max(
+                        jax.tree.leaves((diff_tree["head"], diff_tree["loss_state"])) or [0.0]),
+                    "centers_moved": bool(np.abs(np.asarray(
+                        p4["loss_state"].get("centers", np.zeros(1)))).max() > 0)}))
 
 
 if __name__ == "__main__":

@@ -105,6 +105,34 @@ def sample_pk_indices(indices_by_class: Sequence[np.ndarray], num_identities: in
   return indices.reshape(-1), labels, mask.reshape(-1)
 
 
+def sample_shuffled_indices(indices_by_class: Sequence[np.ndarray], batch_size: int, seed: int,
+                            step: int):
+  """Indices of a plain shuffled batch (classification losses), a pure function of (seed, step).
+
+  Epoch e visits every image once in the order of a permutation drawn from
+  (seed, e). Step s takes images s*B .. s*B+B-1 of the concatenated epochs,
+  so a batch may straddle two epochs, and a restart at any step gets the
+  same batches.
+
+  Returns:
+    indices [B] int64, labels [B] int32 (class index), mask [B] bool (all True).
+  """
+  all_indices = np.concatenate(indices_by_class).astype(np.int64)
+  all_labels = np.concatenate([np.full(len(m), c, np.int32)
+                               for c, m in enumerate(indices_by_class)])
+  n = len(all_indices)
+  positions = np.arange(step * batch_size, (step + 1) * batch_size, dtype=np.int64)
+  epochs, offsets = positions // n, positions % n
+  order = np.empty(batch_size, np.int64)
+  for e in np.unique(epochs):
+    perm = np.random.default_rng([seed, int(e), 1]).permutation(n)
+    order[epochs == e] = perm[offsets[epochs == e]]
+  return all_indices[order], all_labels[order], np.ones(batch_size, bool)
+
+
+SAMPLINGS = ("pk", "shuffle")
+
+
 class ImageDecodeError(ValueError):
   """An image could not be decoded; the message names the file."""
 
@@ -147,8 +175,13 @@ def train_batches(table: ImageTable, indices_by_class: Sequence[np.ndarray],
                   prep: Preprocessing, *, num_identities: int, images_per_identity: int,
                   seed: int, start_step: int, num_steps: int,
                   process_index: int = 0, process_count: int = 1,
-                  prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
-  """Yields this host's share of each global P x K batch, steps start..num_steps-1.
+                  prefetch: int = 2, sampling: str = "pk",
+                  batch_size: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """Yields this host's share of each global batch, steps start..num_steps-1.
+
+  `sampling` "pk" draws identity-balanced P x K batches (`sample_pk_indices`);
+  "shuffle" draws `batch_size` images in epoch order (`sample_shuffled_indices`),
+  which is what the classification losses need.
 
   Every host samples the same global batch and keeps its contiguous slice, so
   the global batch assembled on the device mesh is identical whatever the
@@ -157,7 +190,18 @@ def train_batches(table: ImageTable, indices_by_class: Sequence[np.ndarray],
   Yields dicts: image [B_local, H, W, 3] float32, label [B_local] int32,
   mask [B_local] bool, index [B_local] int64 (into `table`), step () int64.
   """
-  global_batch = num_identities * images_per_identity
+  if sampling == "pk":
+    global_batch = num_identities * images_per_identity
+
+    def sample(step):
+      return sample_pk_indices(indices_by_class, num_identities, images_per_identity, seed, step)
+  elif sampling == "shuffle":
+    global_batch = batch_size
+
+    def sample(step):
+      return sample_shuffled_indices(indices_by_class, batch_size, seed, step)
+  else:
+    raise ValueError(f"sampling={sampling!r}: use one of {SAMPLINGS}")
   if global_batch % process_count:
     raise ValueError(f"global batch {global_batch} is not divisible by {process_count} hosts")
   local = global_batch // process_count
@@ -165,8 +209,7 @@ def train_batches(table: ImageTable, indices_by_class: Sequence[np.ndarray],
 
   def step_indices():
     for step in range(start_step, num_steps):
-      idx, lab, msk = sample_pk_indices(indices_by_class, num_identities,
-                                        images_per_identity, seed, step)
+      idx, lab, msk = sample(step)
       slots = np.arange(lo, lo + local, dtype=np.int64)
       yield (np.int64(step), idx[lo:lo + local], lab[lo:lo + local], msk[lo:lo + local], slots)
 
@@ -199,8 +242,7 @@ def train_batches(table: ImageTable, indices_by_class: Sequence[np.ndarray],
     except StopIteration:
       return
     except tf.errors.InvalidArgumentError as e:
-      idx, _, _ = sample_pk_indices(indices_by_class, num_identities, images_per_identity,
-                                    seed, step)
+      idx, _, _ = sample(step)
       raise ImageDecodeError(table.first_undecodable(idx[lo:lo + local]), e.message) from e
     step += 1
     yield batch

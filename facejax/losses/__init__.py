@@ -45,3 +45,7 @@ __all__ = [
     "softmax_loss",
     "update_centers",
 ]
+
+from facejax.losses.objective import Objective, make_objective, select_features  # noqa: E402
+
+__all__ += ["Objective", "make_objective", "select_features"]

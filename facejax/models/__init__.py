@@ -5,7 +5,8 @@ from typing import Any, Callable
 import jax.numpy as jnp
 import ml_collections
 
-from facejax.models.layers import L2Pool, LocalResponseNorm, MaxoutDense, l2_normalize
+from facejax.models.layers import (Conv, L2Pool, LocalResponseNorm, MaxoutDense, l2_normalize,
+                                   max_pool, normalized_embedding)
 from facejax.models.baselines import RawPixels
 from facejax.models.nn1 import NN1
 from facejax.models.openface import NN4Small2
@@ -52,4 +53,9 @@ def create_model(model_config: ml_collections.ConfigDict):
     raise ValueError(f"config.model has a key that {name} does not take: {e}") from e
 
 
-__all__ = ["MODELS", "create_model", "NN1", "NN4Small2", "NN2", "NN3", "NN4", "NNS1", "NNS2", "FaceNetInception", "InceptionModule", "L2Pool", "RawPixels", "SphereFace", "InceptionResNetV1", "LocalResponseNorm", "MaxoutDense", "l2_normalize"]
+__all__ = [
+    "MODELS", "create_model", "NN1", "NN4Small2", "NN2", "NN3", "NN4", "NNS1", "NNS2",
+    "FaceNetInception", "InceptionModule", "RawPixels", "SphereFace", "SphereFace20",
+    "SphereFace36", "SphereFace64", "InceptionResNetV1", "Conv", "L2Pool", "LocalResponseNorm",
+    "MaxoutDense", "l2_normalize", "max_pool", "normalized_embedding",
+]

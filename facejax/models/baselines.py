@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from facejax.models.layers import l2_normalize
+from facejax.models.layers import normalized_embedding
 
 
 class RawPixels(nn.Module):
@@ -23,4 +23,4 @@ class RawPixels(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
     del train
-    return l2_normalize(images.reshape((images.shape[0], -1)))
+    return normalized_embedding(self, images.reshape((images.shape[0], -1)))

@@ -65,7 +65,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from facejax.models.layers import Conv, L2Pool, LocalResponseNorm, l2_normalize, max_pool
+from facejax.models.layers import Conv, L2Pool, LocalResponseNorm, max_pool, normalized_embedding
 
 _he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
 
@@ -274,7 +274,7 @@ class FaceNetInception(nn.Module):
     for i, n in enumerate(spec.fc_hidden):
       x = nn.relu(nn.Dense(w(n), kernel_init=_he_normal, dtype=self.dtype, name=f"fc{i + 1}")(x))
     x = nn.Dense(self.embedding_dim, dtype=self.dtype, name="embedding")(x)
-    return l2_normalize(x)
+    return normalized_embedding(self, x)
 
 
 # Registry entries: one class per net, so `config.model.name` picks the table.

@@ -40,7 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from facejax.models.layers import Conv, l2_normalize, max_pool
+from facejax.models.layers import Conv, max_pool, normalized_embedding
 
 _glorot_uniform = nn.initializers.xavier_uniform()
 
@@ -207,4 +207,4 @@ class InceptionResNetV1(nn.Module):
                  dtype=self.dtype, name="bottleneck")(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-3,
                      use_scale=False, use_bias=True, dtype=self.dtype, name="bottleneck_bn")(x)
-    return l2_normalize(x)
+    return normalized_embedding(self, x)

@@ -105,6 +105,19 @@ def max_pool(x: jax.Array, window: tuple[int, int] = (3, 3), strides: tuple[int,
   return _window_reduce(x, window, strides, _padding_pairs(padding), -jnp.inf, jnp.maximum)
 
 
+def normalized_embedding(module: nn.Module, features: jax.Array) -> jax.Array:
+  """The nets' output: `features` [B, D] L2-normalised, with the raw features sown.
+
+  The un-normalised features go to the "intermediates" collection under
+  "features". Classification heads read them there: A-Softmax scales its
+  logits by ||x||, and davidsandberg's softmax sits on the pre-normalisation
+  bottleneck. `model.apply(..., mutable=["intermediates"])` returns them; a
+  plain `apply` does not store them and pays nothing.
+  """
+  module.sow("intermediates", "features", features)
+  return l2_normalize(features)
+
+
 class LocalResponseNorm(nn.Module):
   """Cross-channel local response normalisation, Torch `SpatialCrossMapLRN` form.
 

@@ -31,7 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from facejax.models.layers import Conv, LocalResponseNorm, MaxoutDense, l2_normalize, max_pool
+from facejax.models.layers import Conv, LocalResponseNorm, MaxoutDense, max_pool, normalized_embedding
 
 _he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
 
@@ -103,4 +103,4 @@ class NN1(nn.Module):
     x = MaxoutDense(self.maxout_features, dtype=self.dtype, name="fc1")(x)
     x = MaxoutDense(self.maxout_features, dtype=self.dtype, name="fc2")(x)
     x = nn.Dense(self.embedding_dim, dtype=self.dtype, name="fc7128")(x)
-    return l2_normalize(x)
+    return normalized_embedding(self, x)

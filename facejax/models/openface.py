@@ -44,7 +44,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from facejax.models.layers import Conv, L2Pool, LocalResponseNorm, l2_normalize, max_pool
+from facejax.models.layers import Conv, L2Pool, LocalResponseNorm, max_pool, normalized_embedding
 
 # Torch7 default init for conv/Linear weights: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 _torch_default = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -191,4 +191,4 @@ class NN4Small2(nn.Module):
     x = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
     x = nn.Dense(self.embedding_dim, dtype=self.dtype, kernel_init=_torch_default,
                  name="linear")(x)
-    return l2_normalize(x)
+    return normalized_embedding(self, x)

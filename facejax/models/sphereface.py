@@ -43,7 +43,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from facejax.models.layers import Conv, l2_normalize
+from facejax.models.layers import Conv, normalized_embedding
 
 # depth -> residual units in the 64/128/256/512 stages (make_spherenet.py).
 UNITS = {20: (1, 2, 4, 1), 36: (2, 4, 8, 2), 64: (3, 8, 16, 3)}
@@ -129,7 +129,7 @@ class SphereFace(nn.Module):
     x = x.reshape((x.shape[0], -1))
     x = nn.Dense(self.embedding_dim, kernel_init=_caffe_xavier, bias_init=nn.initializers.zeros,
                  dtype=self.dtype, name="fc5")(x)
-    return l2_normalize(x)
+    return normalized_embedding(self, x)
 
 
 # Registry entries ("sphereface20" etc.): the depth is fixed by the name.
