@@ -5,6 +5,8 @@ import importlib.util
 import os
 import pathlib
 import platform
+import statistics
+import time
 
 # Before anything starts JAX: importing facejax sets its default XLA:CPU
 # flags (facejax/xla_flags.py), which the timings depend on.
@@ -62,3 +64,17 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
   print("-+-".join("-" * w for w in widths))
   for r in rows:
     print(fmt.format(*[str(x) for x in r]))
+
+
+def interleaved(runners: dict, warmup: int, steps: int) -> dict[str, float]:
+  """Median wall seconds per runner, the runners taking turns so they share the same load."""
+  for r in runners.values():
+    for _ in range(warmup):
+      r()
+  out = {n: [] for n in runners}
+  for _ in range(steps):
+    for n, r in runners.items():
+      t0 = time.perf_counter()
+      r()
+      out[n].append(time.perf_counter() - t0)
+  return {n: statistics.median(v) for n, v in out.items()}

@@ -26,7 +26,6 @@ Usage:
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -385,19 +384,6 @@ def synthetic_batch(batch, hw, seed=0):
           "mask": np.ones((batch,), bool)}
 
 
-def interleaved(runners, warmup, steps):
-  for r in runners.values():
-    for _ in range(warmup):
-      r()
-  out = {n: [] for n in runners}
-  for _ in range(steps):
-    for n, r in runners.items():
-      t0 = time.perf_counter()
-      r()
-      out[n].append(time.perf_counter() - t0)
-  return {n: statistics.median(v) for n, v in out.items()}
-
-
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--nets", default=",".join(NETS), help="comma-separated subset of " + ",".join(NETS))
@@ -436,8 +422,8 @@ def main(argv=None):
     print(f"-- {net} {hw[0]}x{hw[1]} batch {batch}: params jax {n_jax:,} torch {n_torch:,} "
           + ("(match)" if same else f"MISMATCH (torch - jax = {n_torch - n_jax:+,})")
           + f"; compile {compile_s:.1f} s; load {_common.loadavg()}")
-    tr = interleaved({"jax": j_train, "torch": t_train}, args.warmup, args.steps)
-    inf = interleaved({"jax": j_inf, "torch": t_inf}, args.warmup, args.steps)
+    tr = _common.interleaved({"jax": j_train, "torch": t_train}, args.warmup, args.steps)
+    inf = _common.interleaved({"jax": j_inf, "torch": t_inf}, args.warmup, args.steps)
     macs = flops / 2 / batch if flops else None
     print(f"   train s/step jax {tr['jax']:.3f} torch {tr['torch']:.3f}; "
           f"infer s/batch jax {inf['jax']:.3f} torch {inf['torch']:.3f}")

@@ -29,10 +29,8 @@ Usage:
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -180,25 +178,12 @@ def torch_runners(op, batch):
   return fwd, bwd
 
 
-def time_interleaved(runners, reps):
-  for r in runners.values():
-    r()
-    r()
-  out = {n: [] for n in runners}
-  for _ in range(reps):
-    for n, r in runners.items():
-      t0 = time.perf_counter()
-      r()
-      out[n].append(time.perf_counter() - t0)
-  return {n: statistics.median(v) for n, v in out.items()}
-
-
 def jax_only(batch, reps):
   """JAX medians per op: {name: [fwd_s, fwd_bwd_s]} (for the XLA_FLAGS subprocesses)."""
   res = {}
   for op in OPS:
     f, b = jax_runners(op, batch)
-    t = time_interleaved({"f": f, "b": b}, reps)
+    t = _common.interleaved({"f": f, "b": b}, 2, reps)
     res[op[0]] = [t["f"], t["b"]]
   return res
 
@@ -243,7 +228,7 @@ def main(argv=None):
   for op in OPS:
     jf, jb = jax_runners(op, args.batch)
     tf, tb = torch_runners(op, args.batch)
-    t = time_interleaved({"jf": jf, "tf": tf, "jb": jb, "tb": tb}, args.reps)
+    t = _common.interleaved({"jf": jf, "tf": tf, "jb": jb, "tb": tb}, 2, args.reps)
     macs = conv_macs(op, args.batch)
     row = [op[0], f"{t['jf'] * 1e3:.2f}", f"{t['tf'] * 1e3:.2f}", f"{t['tf'] / t['jf']:.2f}",
            f"{t['jb'] * 1e3:.2f}", f"{t['tb'] * 1e3:.2f}", f"{t['tb'] / t['jb']:.2f}",
