@@ -27,7 +27,7 @@ from facejax import checkpointing
 from facejax import optimizers
 from facejax.data import datasets
 from facejax.data import input_pipeline
-from facejax.losses import TRIPLET_LOSSES, Objective, make_objective, select_features
+from facejax.losses import TRIPLET_LOSSES, Objective, make_objective
 from facejax.models import create_model
 
 
@@ -123,9 +123,8 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
   trainable = optax.apply_updates(state.trainable(), updates)
   # Centers move by their own rule, from this step's global batch: under jit
   # the update reduces over every shard, so all replicas stay identical.
-  loss_state = objective.update_state(state.loss_state,
-                                      select_features(objective, emb, features),
-                                      batch["label"], batch["mask"])
+  # `features` is the embedding unless the objective reads the raw features.
+  loss_state = objective.update_state(state.loss_state, features, batch["label"], batch["mask"])
   mask = batch["mask"].astype(jnp.float32)
   # Collapse check (FaceNet §3.2): spread of the embeddings around their mean.
   mean_emb = jnp.sum(emb * mask[:, None], 0) / jnp.maximum(mask.sum(), 1.0)

@@ -46,6 +46,6 @@ __all__ = [
     "update_centers",
 ]
 
-from facejax.losses.objective import Objective, make_objective, select_features  # noqa: E402
+from facejax.losses.objective import Objective, make_objective  # noqa: E402
 
-__all__ += ["Objective", "make_objective", "select_features"]
+__all__ += ["Objective", "make_objective"]

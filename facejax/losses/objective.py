@@ -106,7 +106,7 @@ def make_objective(loss_config: ml_collections.ConfigDict, *, num_classes: int,
     def update_state(loss_state, features, labels, mask):
       if name == "softmax":
         return loss_state
-      # `features` here is what the loss saw (the trainer passes `pick`'s choice).
+      # The trainer passes the features the objective reads (`uses_features`).
       return {"centers": classification.update_centers(
           loss_state["centers"], features, labels, mask, alpha=hparams.get("center_alpha", 0.5))}
 
@@ -126,7 +126,3 @@ def make_objective(loss_config: ml_collections.ConfigDict, *, num_classes: int,
                    lambda rng: (classification.init_margin_head(rng, feature_dim, num_classes), {}),
                    margin_loss, _no_state_update)
 
-
-def select_features(objective: Objective, embeddings: jax.Array, features: jax.Array) -> jax.Array:
-  """The [B, D] array the objective's head and state see."""
-  return features if objective.uses_features else embeddings

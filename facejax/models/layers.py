@@ -1,7 +1,7 @@
 """Reusable layers of the FaceNet-family nets: LRN, pooling, maxout dense, L2 normalisation."""
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -55,21 +55,30 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
 Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
 
 
-def _window_reduce(x: jax.Array, window: tuple[int, int], strides: tuple[int, int],
-                   padding: Sequence[tuple[int, int]], pad_value: float,
-                   combine: Callable[[jax.Array, jax.Array], jax.Array]) -> jax.Array:
-  """Spatial pooling of [B, H, W, C] as a fold of `combine` over strided slices.
+def max_pool(x: jax.Array, window: tuple[int, int] = (3, 3), strides: tuple[int, int] = (2, 2),
+             padding: str | Sequence[tuple[int, int]] = ((1, 1), (1, 1))) -> jax.Array:
+  """Max pooling of [B, H, W, C], padded with -inf. Same values as `flax.linen.max_pool`.
 
-  One strided slice per window tap, combined elementwise. The result equals
-  `lax.reduce_window`, but the gradient is a chain of fused elementwise
-  selects. XLA:CPU lowers the max pool's reduce_window gradient to
-  select_and_scatter. That was about 5x slower than this form and about 4x
-  slower than PyTorch's max-pool backward (`benchmarks/ops_bench.py`). For
-  sums the separable reduce_window of `L2Pool` is faster still.
+  Computed as `jnp.maximum` folded over one strided slice per window tap, so
+  the gradient is a chain of fused elementwise selects. XLA:CPU lowers the
+  gradient of flax's reduce_window max pool to select_and_scatter, which was
+  about 5x slower than this form and about 4x slower than PyTorch's max-pool
+  backward (`benchmarks/ops_bench.py`).
+
+  The only difference from `flax.linen.max_pool` is the gradient at ties.
+  There the gradient is split between the tied taps (`jnp.maximum`) instead
+  of all going to one of them. Both are valid subgradients, and ties on
+  non-zero activations are rare (2 of 4.7M window outputs for random normal
+  inputs). Ties among ReLU zeros get no gradient either way, because ReLU's
+  gradient at 0 is 0.
   """
+  if padding == "VALID":
+    padding = ((0, 0), (0, 0))
+  elif isinstance(padding, str):
+    raise ValueError(f"max_pool padding must be 'VALID' or ((lo, hi), (lo, hi)), got {padding!r}")
   (kh, kw), (sh, sw) = window, strides
   x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)),
-              constant_values=pad_value)
+              constant_values=-jnp.inf)
   b, h, w, c = x.shape
   ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
   if ho < 1 or wo < 1:
@@ -79,30 +88,8 @@ def _window_reduce(x: jax.Array, window: tuple[int, int], strides: tuple[int, in
     for j in range(kw):
       tap = jax.lax.slice(x, (0, i, j, 0), (b, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, c),
                           (1, sh, sw, 1))
-      out = tap if out is None else combine(out, tap)
+      out = tap if out is None else jnp.maximum(out, tap)
   return out
-
-
-def _padding_pairs(padding: str | Sequence[tuple[int, int]]) -> Sequence[tuple[int, int]]:
-  if padding == "VALID":
-    return ((0, 0), (0, 0))
-  if isinstance(padding, str):
-    raise ValueError(f"max_pool padding must be 'VALID' or ((lo, hi), (lo, hi)), got {padding!r}")
-  return padding
-
-
-def max_pool(x: jax.Array, window: tuple[int, int] = (3, 3), strides: tuple[int, int] = (2, 2),
-             padding: str | Sequence[tuple[int, int]] = ((1, 1), (1, 1))) -> jax.Array:
-  """Max pooling of [B, H, W, C], padded with -inf. Same values as `flax.linen.max_pool`.
-
-  The only difference from `flax.linen.max_pool` is the gradient at ties.
-  There the gradient is split between the tied taps (`jnp.maximum`) instead
-  of all going to one of them. Both are valid subgradients, and ties on
-  non-zero activations are rare (2 of 4.7M window outputs for random normal
-  inputs). Ties among ReLU zeros get no gradient either way, because ReLU's
-  gradient at 0 is 0.
-  """
-  return _window_reduce(x, window, strides, _padding_pairs(padding), -jnp.inf, jnp.maximum)
 
 
 def normalized_embedding(module: nn.Module, features: jax.Array) -> jax.Array:
