@@ -2,18 +2,30 @@
 
 Each step directory holds three items:
   model: {"params", "batch_stats"}: all an evaluator or exporter needs;
-  train: {"opt_state", "step", "rng"}: the rest of the train state;
-  meta:  JSON {model config, embedding_dim, image_size, step}, checked on restore
-         so an incompatible checkpoint is refused with both sides named.
+  train: {"opt_state", "step", "rng", "head", "loss_state"}: the rest of the train state;
+  meta:  JSON {model config, image_size, step, lr_scale, rollbacks, digest}.
 The data position needs no item: batches are a pure function of (seed, step).
+
+Safety: Orbax writes a step into a temporary directory and renames it when
+complete, so a process killed mid-write leaves no step that looks finished
+(the leftover temporary directory is removed by the next writable manager).
+A finished step can still be damaged later (a truncated copy, a bad disk),
+so `meta.digest` holds a SHA-256 of every array; `restore_latest_good`
+verifies it and falls back to the newest step that restores and verifies,
+moving the damaged ones to `<workdir>/checkpoints_corrupt/` so that the
+resumed run can write those steps again.
 """
 
+import hashlib
 import json
 import os
+import shutil
 from typing import Any
 
+from absl import logging
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
 from facejax.data.datasets import hw
@@ -23,22 +35,32 @@ class IncompatibleCheckpointError(ValueError):
   """The checkpoint was written for a different net or embedding size."""
 
 
+class CorruptCheckpointError(RuntimeError):
+  """A checkpoint step cannot be restored or does not match its digest."""
+
+
 def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+def quarantine_dir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), "checkpoints_corrupt")
 
 
 def make_manager(workdir: str, *, max_to_keep: int = 3, save_interval_steps: int = 1,
                  read_only: bool = False, async_save: bool = True) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
-      enable_async_checkpointing=async_save, read_only=read_only, create=not read_only)
+      enable_async_checkpointing=async_save, read_only=read_only, create=not read_only,
+      cleanup_tmp_directories=not read_only)
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
                                item_names=("model", "train", "meta"))
 
 
-def checkpoint_meta(config: ml_collections.ConfigDict, step: int) -> dict[str, Any]:
+def checkpoint_meta(config: ml_collections.ConfigDict, step: int, *, lr_scale: float = 1.0,
+                    rollbacks: int = 0) -> dict[str, Any]:
   return {"model": config.model.to_dict(), "image_size": list(hw(config.data.image_size)),
-          "step": int(step)}
+          "step": int(step), "lr_scale": float(lr_scale), "rollbacks": int(rollbacks)}
 
 
 def check_compatible(meta: dict[str, Any], config: ml_collections.ConfigDict, where: str):
@@ -59,8 +81,27 @@ def check_compatible(meta: dict[str, Any], config: ml_collections.ConfigDict, wh
         + ", ".join(f"model.{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in sorted(diffs.items())))
 
 
+def tree_digest(tree) -> str:
+  """SHA-256 over every leaf's key path, dtype, shape and bytes.
+
+  Replicated arrays are read from this host's first shard, so every host of
+  a multi-host run computes the same digest without a gather.
+  """
+  h = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    if isinstance(leaf, jax.Array):
+      if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        leaf = jax.random.key_data(leaf)
+      leaf = leaf.addressable_data(0)
+    a = np.ascontiguousarray(np.asarray(leaf))
+    h.update(f"{jax.tree_util.keystr(path)}|{a.dtype.str}|{a.shape}|".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
 def save(manager: ocp.CheckpointManager, step: int, model_vars: dict, train_vars: dict,
          meta: dict, force: bool = False) -> bool:
+  meta = dict(meta, digest={"model": tree_digest(model_vars), "train": tree_digest(train_vars)})
   return manager.save(step, args=ocp.args.Composite(
       model=ocp.args.StandardSave(model_vars),
       train=ocp.args.StandardSave(train_vars),
@@ -80,3 +121,88 @@ def restore(manager: ocp.CheckpointManager, step: int, model_target: dict,
     items["train"] = ocp.args.StandardRestore(abstract(train_target))
   restored = manager.restore(step, args=ocp.args.Composite(**items))
   return restored["model"], (restored["train"] if train_target is not None else None)
+
+
+def restore_verified(manager: ocp.CheckpointManager, step: int, config: ml_collections.ConfigDict,
+                     model_target: dict, train_target: dict | None, where: str):
+  """Restores one step and checks it against its digest.
+
+  Returns (meta, model_vars, train_vars). Raises IncompatibleCheckpointError
+  for a checkpoint of another net (a config mistake, never a reason to fall
+  back) and CorruptCheckpointError for anything unreadable or altered.
+  """
+  try:
+    meta = restore_meta(manager, step)
+  except Exception as e:  # noqa: BLE001 -- any read failure means a damaged step
+    raise CorruptCheckpointError(f"{where}: meta item unreadable: {_short(e)}") from e
+  check_compatible(meta, config, where)
+  try:
+    model_vars, train_vars = restore(manager, step, model_target, train_target)
+  except Exception as e:  # noqa: BLE001
+    raise CorruptCheckpointError(f"{where}: arrays unreadable: {_short(e)}") from e
+  digest = meta.get("digest")
+  if digest:  # checkpoints written before digests existed restore unverified
+    items = {"model": model_vars}
+    if train_vars is not None:
+      items["train"] = train_vars
+    for name, tree in items.items():
+      if tree_digest(tree) != digest.get(name):
+        raise CorruptCheckpointError(f"{where}: the {name} item does not match its SHA-256 digest")
+  return meta, model_vars, train_vars
+
+
+def restore_latest_good(manager: ocp.CheckpointManager, workdir: str,
+                        config: ml_collections.ConfigDict, model_target: dict,
+                        train_target: dict | None = None, *, quarantine: bool = True):
+  """The newest step that restores and verifies, as (step, meta, model_vars, train_vars).
+
+  Damaged steps are skipped with a warning that names them; with
+  `quarantine` (the trainer) they are moved to `<workdir>/checkpoints_corrupt/`
+  (by process 0) so the resumed run can save those steps again. Returns None
+  when the workdir has no checkpoint; raises CorruptCheckpointError when
+  every step is damaged.
+  """
+  steps = sorted(manager.all_steps(), reverse=True)
+  damaged = []
+  for step in steps:
+    where = f"{checkpoint_dir(workdir)}/{step}"
+    try:
+      meta, model_vars, train_vars = restore_verified(manager, step, config, model_target,
+                                                      train_target, where)
+    except CorruptCheckpointError as e:
+      damaged.append(step)
+      logging.warning("Checkpoint step %d is damaged (%s); falling back to an earlier step.",
+                      step, e)
+      continue
+    if damaged:
+      logging.warning("Resuming from checkpoint step %d; damaged steps skipped: %s", step, damaged)
+    _quarantine(manager, workdir, damaged, quarantine)
+    return step, meta, model_vars, train_vars
+  _quarantine(manager, workdir, damaged, quarantine)
+  if damaged:
+    raise CorruptCheckpointError(
+        f"every checkpoint in {checkpoint_dir(workdir)} is damaged (steps {damaged}); "
+        f"move them away to start from scratch")
+  return None
+
+
+def _quarantine(manager, workdir, steps, enabled):
+  if not (enabled and steps):
+    return
+  if jax.process_index() == 0:
+    os.makedirs(quarantine_dir(workdir), exist_ok=True)
+    for step in steps:
+      dest = os.path.join(quarantine_dir(workdir), str(step))
+      if os.path.exists(dest):
+        shutil.rmtree(dest)
+      shutil.move(os.path.join(checkpoint_dir(workdir), str(step)), dest)
+      logging.warning("Moved damaged checkpoint step %d to %s", step, dest)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("facejax_checkpoint_quarantine")
+  manager.reload()
+
+
+def _short(e: Exception) -> str:
+  text = f"{type(e).__name__}: {e}"
+  return text.splitlines()[0][:300]

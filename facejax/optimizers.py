@@ -23,13 +23,18 @@ def create_learning_rate_schedule(cfg: ml_collections.ConfigDict, num_steps: int
   return main
 
 
-def create_optimizer(cfg: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
+def create_optimizer(cfg: ml_collections.ConfigDict, num_steps: int,
+                     lr_scale: float = 1.0) -> optax.GradientTransformation:
   """AdaGrad (the FaceNet paper's), Adam/AdamW or SGD with momentum.
 
   `weight_decay` is decoupled for adamw and an L2 term added to the gradient
   otherwise (the classic "L2 regularisation" of the seeds' recipes).
+  `lr_scale` multiplies the whole schedule (the divergence guard lowers it
+  after a rollback); the optimizer state has the same structure for any scale,
+  so a checkpoint restores under either.
   """
-  schedule = create_learning_rate_schedule(cfg, num_steps)
+  base_schedule = create_learning_rate_schedule(cfg, num_steps)
+  schedule = base_schedule if lr_scale == 1.0 else (lambda count: base_schedule(count) * lr_scale)
   name = cfg.name
   wd = cfg.get("weight_decay", 0.0)
   if name == "adagrad":

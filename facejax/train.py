@@ -8,6 +8,7 @@ The same code runs on one CPU and on a multi-host pod.
 """
 
 import collections
+import dataclasses
 import functools
 import os
 import time
@@ -129,7 +130,7 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
   # Collapse check (FaceNet §3.2): spread of the embeddings around their mean.
   mean_emb = jnp.sum(emb * mask[:, None], 0) / jnp.maximum(mask.sum(), 1.0)
   spread = jnp.sum(jnp.sum(jnp.square(emb - mean_emb), -1) * mask) / jnp.maximum(mask.sum(), 1.0)
-  metrics = dict(metrics, loss=loss, grad_norm=optax.tree_utils.tree_l2_norm(grads),
+  metrics = dict(metrics, loss=loss, grad_norm=optax.tree_utils.tree_norm(grads),
                  embedding_spread=spread, valid_images=mask.sum())
   new_state = state.replace(step=state.step + 1, params=trainable["model"],
                             head=trainable["head"], opt_state=opt_state, batch_stats=new_stats,
@@ -209,8 +210,66 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
                      "identity cannot form a positive pair")
 
 
+@dataclasses.dataclass(frozen=True)
+class DivergenceGuard:
+  """`config.divergence`: what counts as divergence and what to do about it.
+
+  Checked at every logging step and before every checkpoint save, so a saved
+  step is never a diverged one. `action` "stop" raises DivergenceError;
+  "rollback" restores the newest good checkpoint (or the initial state),
+  multiplies the learning rate by `rollback_lr_factor` and goes on, at most
+  `max_rollbacks` times over the whole run (the count and the lowered scale
+  are kept in the checkpoint meta, so a restart keeps them).
+  """
+  action: str = "stop"
+  min_embedding_spread: float = 1e-4
+  rollback_lr_factor: float = 0.5
+  max_rollbacks: int = 3
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> "DivergenceGuard":
+    return cls(**config.get("divergence", ml_collections.ConfigDict()).to_dict())
+
+  def reason(self, metrics: dict) -> str | None:
+    """Why `metrics` (host scalars of one step) show divergence, or None."""
+    loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
+    if not (np.isfinite(loss) and np.isfinite(grad_norm)):
+      return f"non-finite loss {loss} (gradient norm {grad_norm})"
+    # FaceNet §3.2: hardest-negative mining can collapse f(x) to a constant.
+    # For unit vectors the spread is 1 - |mean|^2: ~1 when spread out, 0 when collapsed.
+    spread = float(metrics["embedding_spread"])
+    if spread < self.min_embedding_spread:
+      return (f"embedding collapse: spread {spread:.3g} < "
+              f"config.divergence.min_embedding_spread={self.min_embedding_spread:g}")
+    return None
+
+
+class DivergenceError(FloatingPointError):
+  """Training diverged; the message names the step and the last good checkpoint."""
+
+  def __init__(self, step: int, reason: str, last_good: int | None):
+    super().__init__(f"training diverged at step {step}: {reason}; last good checkpoint: "
+                     f"{'none' if last_good is None else f'step {last_good}'}")
+    self.step, self.reason, self.last_good = step, reason, last_good
+
+
+def restore_or_init(config, workdir, manager, model, tx, objective) -> tuple[TrainState, dict]:
+  """The newest good checkpoint of `workdir` (or a fresh state), replicated; and its meta."""
+  state = create_train_state(config, model, tx, jax.random.key(config.seed), objective)
+  state = jax.device_put(state, NamedSharding(make_mesh(), P()))
+  found = checkpointing.restore_latest_good(manager, workdir, config, state.model_vars(),
+                                            state.train_vars())
+  if found is None:
+    return state, {}
+  step, meta, model_vars, train_vars = found
+  state = state.replace(params=model_vars["params"], batch_stats=model_vars["batch_stats"],
+                        **train_vars)
+  logging.info("Resumed from %s at step %d", checkpointing.checkpoint_dir(workdir), step)
+  return state, meta
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint if any."""
+  """Trains `config` in `workdir`, resuming from its newest good checkpoint if any."""
   validate_config(config, jax.device_count())
   os.makedirs(workdir, exist_ok=True)
   is_chief = jax.process_index() == 0
@@ -219,38 +278,48 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   source = datasets.build_train_source(config.data)
   objective = make_objective(config.loss, num_classes=len(source.class_names),
                              feature_dim=model.embedding_dim)
-  tx = optimizers.create_optimizer(config.optimizer, config.num_train_steps)
-  state = create_train_state(config, model, tx, jax.random.key(config.seed), objective)
-  replicated = NamedSharding(mesh, P())
-  state = jax.device_put(state, replicated)
-
+  guard = DivergenceGuard.from_config(config)
   manager = checkpointing.make_manager(workdir, max_to_keep=config.checkpoint.max_to_keep,
                                        async_save=config.checkpoint.get("async_save", True))
-  start_step = 0
-  latest = manager.latest_step()
-  if latest is not None:
-    checkpointing.check_compatible(checkpointing.restore_meta(manager, latest), config,
-                                   f"{checkpointing.checkpoint_dir(workdir)}/{latest}")
-    model_vars, train_vars = checkpointing.restore(manager, latest, state.model_vars(),
-                                                   state.train_vars())
-    state = state.replace(params=model_vars["params"], batch_stats=model_vars["batch_stats"],
-                          **train_vars)
-    start_step = int(state.step)
-    logging.info("Resumed from %s at step %d", checkpointing.checkpoint_dir(workdir), start_step)
-
+  tx = optimizers.create_optimizer(config.optimizer, config.num_train_steps)
+  state, meta = restore_or_init(config, workdir, manager, model, tx, objective)
+  lr_scale, rollbacks = meta.get("lr_scale", 1.0), meta.get("rollbacks", 0)
   prep = datasets.preprocessing(config.data, train=True)
-  batches = input_pipeline.train_batches(
-      source.table, source.indices_by_class, prep,
-      num_identities=config.num_identities, images_per_identity=config.images_per_identity,
-      seed=config.seed, start_step=start_step, num_steps=config.num_train_steps,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      sampling=config.data.get("sampling", "pk"), batch_size=config.batch_size)
-  step_fn = make_jitted_step(config, model, tx, mesh, objective)
   writer = _SummaryWriter(workdir) if is_chief else None
-  progress = _progress(start_step, config.num_train_steps, is_chief)
+  progress = _progress(int(state.step), config.num_train_steps, is_chief)
 
   try:
-    state = _train_loop(config, workdir, state, batches, step_fn, mesh, manager, writer, progress)
+    while True:
+      start_step = int(state.step)
+      tx = optimizers.create_optimizer(config.optimizer, config.num_train_steps, lr_scale)
+      batches = input_pipeline.train_batches(
+          source.table, source.indices_by_class, prep,
+          num_identities=config.num_identities, images_per_identity=config.images_per_identity,
+          seed=config.seed, start_step=start_step, num_steps=config.num_train_steps,
+          process_index=jax.process_index(), process_count=jax.process_count(),
+          sampling=config.data.get("sampling", "pk"), batch_size=config.batch_size)
+      step_fn = make_jitted_step(config, model, tx, mesh, objective)
+      save_meta = functools.partial(checkpointing.checkpoint_meta, config, lr_scale=lr_scale,
+                                    rollbacks=rollbacks)
+      try:
+        state = _train_loop(config, workdir, state, batches, step_fn, mesh, manager, writer,
+                            progress, guard, save_meta)
+        break
+      except DivergenceError as e:
+        logging.error("%s", e)
+        if guard.action != "rollback" or rollbacks >= guard.max_rollbacks:
+          raise
+        manager.wait_until_finished()
+        rollbacks += 1
+        lr_scale *= guard.rollback_lr_factor
+        state, _ = restore_or_init(config, workdir, manager, model, tx, objective)
+        logging.warning("Rollback %d/%d: back to step %d with the learning rate x%g",
+                        rollbacks, guard.max_rollbacks, int(state.step), lr_scale)
+        if writer:
+          writer.scalars(e.step, {"divergence/rollback_to_step": int(state.step),
+                                  "divergence/lr_scale": lr_scale})
+        progress.reset(config.num_train_steps)
+        progress.update(int(state.step))
   finally:
     # A Python-level failure (bad image, NaN, Ctrl-C) must not lose the
     # checkpoint that is still being written in the background.
@@ -264,18 +333,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   return state
 
 
-def _train_loop(config, workdir, state, batches, step_fn, mesh, manager, writer, progress):
+def _train_loop(config, workdir, state, batches, step_fn, mesh, manager, writer, progress,
+                guard, save_meta):
   images_per_step = config.batch_size
   t_last, n_last = time.perf_counter(), 0
   for data_step, batch in prefetch_to_mesh(batches, mesh, config.device_prefetch):
     step = data_step + 1  # step count after this update
     state, metrics = step_fn(state, batch)
     n_last += 1
-    if step % config.log_every_steps == 0 or step == config.num_train_steps:
+    log_now = step % config.log_every_steps == 0 or step == config.num_train_steps
+    save_now = step % config.checkpoint.every_steps == 0 or step == config.num_train_steps
+    if log_now or save_now:
       metrics = jax.device_get(metrics)
-      if not np.isfinite(metrics["loss"]):
-        raise FloatingPointError(f"loss is {metrics['loss']} at step {step}; last good "
-                                 f"checkpoint: step {manager.latest_step()}")
+      reason = guard.reason(metrics)
+      if reason:
+        raise DivergenceError(step, reason, manager.latest_step())
+    if log_now:
       now = time.perf_counter()
       metrics["images_per_sec"] = n_last * images_per_step / (now - t_last)
       t_last, n_last = now, 0
@@ -286,9 +359,8 @@ def _train_loop(config, workdir, state, batches, step_fn, mesh, manager, writer,
       progress.set_postfix(loss=f"{metrics['loss']:.4f}", **{shown: f"{metrics[shown]:.2f}"},
                            img_s=f"{metrics['images_per_sec']:.1f}")
     progress.update(1)
-    if step % config.checkpoint.every_steps == 0 or step == config.num_train_steps:
-      checkpointing.save(manager, step, state.model_vars(), state.train_vars(),
-                         checkpointing.checkpoint_meta(config, step))
+    if save_now:
+      checkpointing.save(manager, step, state.model_vars(), state.train_vars(), save_meta(step))
     if config.eval.every_steps and step % config.eval.every_steps == 0 and step != config.num_train_steps:
       _evaluate(config, workdir, state, config.eval.during_training, step, writer)
   return state

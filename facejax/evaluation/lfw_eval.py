@@ -86,23 +86,31 @@ def load_pairs(root, protocol: str) -> tuple[list[lfw.Pair], np.ndarray]:
 
 def restore_model_vars(config: ml_collections.ConfigDict, workdir: str, step: int | None,
                        model=None):
-  """Restores {"params", "batch_stats"} of `step` (default latest) from `workdir`."""
+  """Restores {"params", "batch_stats"} of `step` (default: newest good) from `workdir`.
+
+  Refuses (IncompatibleCheckpointError) a checkpoint of another net or
+  embedding size, naming both. With no `step`, a damaged newest step is
+  skipped with a warning; an explicitly asked-for damaged step is an error.
+  """
+  ckpt_dir = checkpointing.checkpoint_dir(workdir)
   manager = checkpointing.make_manager(workdir, read_only=True)
-  step = manager.latest_step() if step is None else step
-  if step is None:
+  if not manager.all_steps():
     raise FileNotFoundError(
-        f"no checkpoint in {checkpointing.checkpoint_dir(workdir)}: train first with "
+        f"no checkpoint in {ckpt_dir}: train first with "
         f"`python -m facejax.main --config=... --workdir={workdir}` or pass another --workdir")
-  if step not in manager.all_steps():
-    raise FileNotFoundError(f"checkpoint step {step} not in {checkpointing.checkpoint_dir(workdir)}"
+  if step is not None and step not in manager.all_steps():
+    raise FileNotFoundError(f"checkpoint step {step} not in {ckpt_dir}"
                             f" (available: {sorted(manager.all_steps())})")
-  checkpointing.check_compatible(checkpointing.restore_meta(manager, step), config,
-                                 f"{checkpointing.checkpoint_dir(workdir)}/{step}")
   model = model or create_model(config.model)
   h, w = datasets.hw(config.data.image_size)
   target = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, h, w, 3)), train=False))
   target = {"params": target["params"], "batch_stats": target.get("batch_stats", {})}
-  model_vars, _ = checkpointing.restore(manager, step, target)
+  if step is None:
+    step, _, model_vars, _ = checkpointing.restore_latest_good(manager, workdir, config, target,
+                                                               quarantine=False)
+  else:
+    _, model_vars, _ = checkpointing.restore_verified(manager, step, config, target, None,
+                                                      f"{ckpt_dir}/{step}")
   manager.close()
   return model_vars, step
 

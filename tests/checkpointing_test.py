@@ -1,0 +1,132 @@
+"""Checkpoint safety: damaged newest steps are detected, named, and skipped on resume."""
+
+import glob
+import logging
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from facejax import checkpointing, train
+from facejax.evaluation import lfw_eval
+
+
+def _config(smoke_config, steps):
+  c = smoke_config.copy_and_resolve_references()
+  c.num_train_steps = steps
+  c.checkpoint.every_steps = 2
+  c.checkpoint.max_to_keep = 5
+  c.eval.every_steps = 0
+  c.eval.at_end = ()
+  return c
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, lfw_root):
+  """An uninterrupted 6-step run and a 4-step run (checkpoints at 2 and 4) to damage."""
+  import sys
+  sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
+  import nn1
+  smoke = nn1.get_config("smoke")
+  smoke.data.data_dir = str(lfw_root.parent)
+  base = tmp_path_factory.mktemp("ckpt")
+  straight = train.train_and_evaluate(_config(smoke, 6), str(base / "straight"))
+  train.train_and_evaluate(_config(smoke, 4), str(base / "four"))
+  return smoke, base, jax.device_get(straight.params), jax.device_get(straight.opt_state)
+
+
+def _largest_file(step_dir, item):
+  files = glob.glob(os.path.join(step_dir, item, "**", "*"), recursive=True)
+  return max((f for f in files if os.path.isfile(f)), key=os.path.getsize)
+
+
+def _truncate(step_dir):
+  path = _largest_file(step_dir, "model")
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 2)
+
+
+def _flip_bytes(step_dir):
+  path = _largest_file(step_dir, "train")
+  with open(path, "r+b") as f:
+    f.seek(os.path.getsize(path) // 2)
+    chunk = bytearray(f.read(16))
+    f.seek(os.path.getsize(path) // 2)
+    f.write(bytes(b ^ 0xFF for b in chunk))
+
+
+def _break_meta(step_dir):
+  with open(os.path.join(step_dir, "meta", "metadata"), "w") as f:
+    f.write('{"model": {"name": "nn1", "emb')
+
+
+def _lose_manifest(step_dir):
+  os.remove(os.path.join(step_dir, "model", "manifest.ocdbt"))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip_bytes, _break_meta, _lose_manifest],
+                         ids=["truncated_array_file", "flipped_bytes", "truncated_meta",
+                              "missing_manifest"])
+def test_damaged_latest_step_falls_back_and_resumes_bit_exact(runs, damage, tmp_path, caplog):
+  smoke, base, straight_params, straight_opt = runs
+  workdir = tmp_path / "w"
+  shutil.copytree(base / "four", workdir)
+  damage(os.path.join(checkpointing.checkpoint_dir(str(workdir)), "4"))
+
+  with caplog.at_level(logging.WARNING):
+    resumed = train.train_and_evaluate(_config(smoke, 6), str(workdir))
+  warnings = "\n".join(r.getMessage() for r in caplog.records)
+  assert "Checkpoint step 4 is damaged" in warnings
+  assert "Resuming from checkpoint step 2" in warnings
+  # The damaged step is kept for inspection, out of the manager's way, and
+  # the resumed run wrote a fresh step 4.
+  assert os.path.isdir(os.path.join(checkpointing.quarantine_dir(str(workdir)), "4"))
+  assert checkpointing.make_manager(str(workdir), read_only=True).all_steps() == [2, 4, 6]
+  # Steps 3..6 were replayed from step 2 with the same batches and RNG.
+  for a, b in zip(jax.tree.leaves(straight_params), jax.tree.leaves(resumed.params)):
+    np.testing.assert_array_equal(a, np.asarray(b))
+  for a, b in zip(jax.tree.leaves(straight_opt), jax.tree.leaves(resumed.opt_state)):
+    np.testing.assert_array_equal(a, np.asarray(b))
+
+
+def test_every_step_damaged_is_an_error_naming_them(runs, tmp_path):
+  smoke, base, _, _ = runs
+  workdir = tmp_path / "w"
+  shutil.copytree(base / "four", workdir)
+  for step in ("2", "4"):
+    _break_meta(os.path.join(checkpointing.checkpoint_dir(str(workdir)), step))
+  with pytest.raises(checkpointing.CorruptCheckpointError, match=r"steps \[4, 2\]"):
+    train.train_and_evaluate(_config(smoke, 6), str(workdir))
+
+
+def test_evaluator_skips_a_damaged_latest_step_but_not_an_asked_for_one(runs, tmp_path):
+  smoke, base, _, _ = runs
+  workdir = tmp_path / "w"
+  shutil.copytree(base / "four", workdir)
+  step4 = os.path.join(checkpointing.checkpoint_dir(str(workdir)), "4")
+  # The evaluator reads the model item only: damage to the train item does
+  # not stop it from using the newest step.
+  _flip_bytes(step4)
+  assert lfw_eval.restore_model_vars(smoke, str(workdir), None)[1] == 4
+  _truncate(step4)
+  assert lfw_eval.restore_model_vars(smoke, str(workdir), None)[1] == 2
+  # Read-only: the evaluator leaves the damaged step where it is.
+  assert os.path.isdir(step4)
+  with pytest.raises(checkpointing.CorruptCheckpointError, match="checkpoints/4: arrays"):
+    lfw_eval.restore_model_vars(smoke, str(workdir), 4)
+
+
+@pytest.mark.parametrize("key,value", [("embedding_dim", 16), ("name", "nn4_small2")])
+def test_evaluator_refuses_a_checkpoint_of_another_net(runs, key, value):
+  smoke, base, _, _ = runs
+  c = smoke.copy_and_resolve_references()
+  saved = c.model[key]
+  c.model[key] = value
+  if key == "name":  # a config for the other net, as a user would pass it
+    c.model = {"name": value, "embedding_dim": c.model.embedding_dim, "dtype": "float32"}
+    c.data.image_size = c.data.resize_size = 96
+  with pytest.raises(checkpointing.IncompatibleCheckpointError,
+                     match=f"model.{key}={saved!r} but the config asks for model.{key}={value!r}"):
+    lfw_eval.evaluate_lfw(c, workdir=str(base / "four"), protocol="dev_test")
