@@ -54,6 +54,8 @@ Data: `--config.data.data_dir=/path/holding/lfw` or FACEJAX_DATA_DIR.
 
 import ml_collections
 
+from facejax import config_lib
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -76,6 +78,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       image_size=160,
       resize_size=182,
       standardization="fixed",  # (x - 127.5) / 128, the 2018 models' --use_fixed_image_standardization
+      **config_lib.bad_input_policies(),
       random_flip=True,
       random_crop=False,  # the VGGFace2 recipe drops random crops
   ))
@@ -100,6 +103,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=5 * epoch, max_to_keep=3,
                                                 async_save=True))
+  c.divergence = config_lib.divergence_guard()
   c.eval = ml_collections.ConfigDict(dict(
       every_steps=5 * epoch, during_training=("dev_test",), at_end=("dev_test", "view2"),
       batch_size=100, distance="cosine", flip="concat", subtract_mean=True, far_target=1e-3))

@@ -31,6 +31,8 @@ Data: `--config.data.data_dir=/path/holding/lfw` or FACEJAX_DATA_DIR.
 
 import ml_collections
 
+from facejax import config_lib
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -54,6 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       image_size=220,
       resize_size=240,
       standardization="fixed",
+      **config_lib.bad_input_policies(),
       random_flip=True,
       random_crop=True,
   ))
@@ -74,6 +77,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.log_every_steps = 50
 
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, max_to_keep=3, async_save=True))
+  c.divergence = config_lib.divergence_guard()
   c.eval = ml_collections.ConfigDict(dict(
       every_steps=2000, during_training=("dev_test",), at_end=("dev_test", "view2"),
       batch_size=128, distance="euclidean", flip="none", subtract_mean=False, far_target=1e-3))

@@ -53,6 +53,8 @@ Data: `--config.data.data_dir=/path/holding/lfw` or FACEJAX_DATA_DIR.
 
 import ml_collections
 
+from facejax import config_lib
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -73,6 +75,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       image_size=96,
       resize_size=96,
       standardization="fixed",
+      **config_lib.bad_input_policies(),
       random_flip=True,
       random_crop=False,  # OpenFace's donkey.lua: flip only
   ))
@@ -91,6 +94,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.log_every_steps = 50
 
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, max_to_keep=3, async_save=True))
+  c.divergence = config_lib.divergence_guard()
   # OpenFace's LFW evaluation: squared Euclidean distance, no flip, 10 folds.
   c.eval = ml_collections.ConfigDict(dict(
       every_steps=1000, during_training=("dev_test",), at_end=("dev_test", "view2"),

@@ -52,6 +52,8 @@ Data: `--config.data.data_dir=/path/holding/lfw` or FACEJAX_DATA_DIR.
 
 import ml_collections
 
+from facejax import config_lib
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -73,6 +75,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       image_size=(112, 96),  # (H, W)
       resize_size=(112, 112),
       standardization="fixed",  # (x - 127.5) / 128, as SphereFace
+      **config_lib.bad_input_policies(),
       random_flip=True,
       random_crop=False,  # SphereFace mirrors only
   ))
@@ -94,6 +97,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.log_every_steps = 50
 
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, max_to_keep=3, async_save=True))
+  c.divergence = config_lib.divergence_guard()
   c.eval = ml_collections.ConfigDict(dict(
       every_steps=2000, during_training=("dev_test",), at_end=("dev_test", "view2"),
       batch_size=128, distance="cosine", flip="concat", subtract_mean=True, far_target=1e-3))

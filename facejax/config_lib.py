@@ -8,6 +8,32 @@ result) and calls `facenet_inception_config` with its sizes.
 import ml_collections
 
 
+def bad_input_policies() -> dict:
+  """`config.data` keys for bad input (facejax/data/image_check.py), shared by every config.
+
+  bad_images: corrupt, truncated, zero-byte, too large or non-image files: "skip"
+    (counted in the log and <workdir>/data_report.json) or "fail" (names the file).
+  non_rgb: grayscale, CMYK, RGBA, palette images: "convert" to RGB as PIL does,
+    "skip" or "fail".
+  small_identities: identities with fewer than min_images_per_identity usable
+    images (no positive pair): "skip" (counted) or "fail".
+  """
+  return dict(bad_images="skip", non_rgb="convert", small_identities="skip",
+              max_image_pixels=40_000_000,
+              check_workers=ml_collections.FieldReference(None, field_type=int))
+
+
+def divergence_guard() -> ml_collections.ConfigDict:
+  """`config.divergence` (facejax/train.py DivergenceGuard): NaN/inf loss or collapse.
+
+  action "stop" raises naming the step and the last good checkpoint;
+  "rollback" restores the newest good checkpoint and multiplies the learning
+  rate by rollback_lr_factor, at most max_rollbacks times.
+  """
+  return ml_collections.ConfigDict(dict(action="stop", min_embedding_spread=1e-4,
+                                        rollback_lr_factor=0.5, max_rollbacks=3))
+
+
 def facenet_inception_config(net: str, arg: str | None, *, image_size, resize_size,
                              source_crop: int = 150, random_crop: bool = True,
                              smoke_image_size=32, smoke_resize_size=36) -> ml_collections.ConfigDict:
@@ -34,6 +60,7 @@ def facenet_inception_config(net: str, arg: str | None, *, image_size, resize_si
       image_size=image_size,
       resize_size=resize_size,
       standardization="fixed",
+      **bad_input_policies(),
       random_flip=True,
       random_crop=random_crop,
   ))
@@ -52,6 +79,7 @@ def facenet_inception_config(net: str, arg: str | None, *, image_size, resize_si
   c.log_every_steps = 50
 
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, max_to_keep=3, async_save=True))
+  c.divergence = divergence_guard()
   c.eval = ml_collections.ConfigDict(dict(
       every_steps=2000, during_training=("dev_test",), at_end=("dev_test", "view2"),
       batch_size=128, distance="euclidean", flip="none", subtract_mean=False, far_target=1e-3))

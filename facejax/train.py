@@ -10,6 +10,7 @@ The same code runs on one CPU and on a multi-host pod.
 import collections
 import dataclasses
 import functools
+import json
 import os
 import time
 from typing import Any, Callable, Iterator
@@ -25,10 +26,11 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from facejax import checkpointing
+from facejax import config_checks
 from facejax import optimizers
 from facejax.data import datasets
 from facejax.data import input_pipeline
-from facejax.losses import TRIPLET_LOSSES, Objective, make_objective
+from facejax.losses import Objective, make_objective
 from facejax.models import create_model
 
 
@@ -187,27 +189,8 @@ def _evaluate(config, workdir, state, protocols, step, writer):
 
 
 def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
-  """Fails at start-up, naming the key, on combinations that cannot run."""
-  sampling = config.data.get("sampling", "pk")
-  if sampling not in input_pipeline.SAMPLINGS:
-    raise ValueError(f"config.data.sampling={sampling!r}: use one of {input_pipeline.SAMPLINGS}")
-  triplet = config.loss.name in TRIPLET_LOSSES
-  if triplet and sampling != "pk":
-    raise ValueError(f"config.data.sampling={sampling!r} with the triplet loss "
-                     f"config.loss.name={config.loss.name!r}: triplets need P x K batches ('pk')")
-  pk = config.num_identities * config.images_per_identity
-  if sampling == "pk" and config.batch_size != pk:
-    raise ValueError(f"config.batch_size={config.batch_size} != config.num_identities x "
-                     f"config.images_per_identity = {config.num_identities} x "
-                     f"{config.images_per_identity} = {pk}")
-  if config.batch_size % num_devices:
-    raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the "
-                     f"{num_devices} devices of the mesh")
-  if triplet and config.images_per_identity < 2:
-    raise ValueError("config.images_per_identity must be >= 2 to form anchor-positive pairs")
-  if triplet and config.data.min_images_per_identity < 2:
-    raise ValueError("config.data.min_images_per_identity must be >= 2: a single-image "
-                     "identity cannot form a positive pair")
+  """Fails at start-up, naming the key: see `facejax.config_checks`."""
+  config_checks.validate_config(config, num_devices)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,6 +261,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   source = datasets.build_train_source(config.data)
   objective = make_objective(config.loss, num_classes=len(source.class_names),
                              feature_dim=model.embedding_dim)
+  if is_chief and source.report is not None:
+    with open(os.path.join(workdir, "data_report.json"), "w") as f:
+      json.dump(source.report.to_dict(), f, indent=1)
   guard = DivergenceGuard.from_config(config)
   manager = checkpointing.make_manager(workdir, max_to_keep=config.checkpoint.max_to_keep,
                                        async_save=config.checkpoint.get("async_save", True))

@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 
 from facejax.data import input_pipeline
-from facejax.data.identity_folder import scan_identity_folder
+from facejax.data import image_check
 from facejax.data.paths import resolve_data_dir
 
 
@@ -23,6 +23,7 @@ class TrainSource:
   table: input_pipeline.ImageTable
   indices_by_class: list[np.ndarray]
   class_names: tuple[str, ...]
+  report: image_check.DataReport | None = None
 
   @property
   def num_images(self) -> int:
@@ -56,19 +57,27 @@ def train_image_root(data: ml_collections.ConfigDict) -> str:
 
 
 def build_train_source(data: ml_collections.ConfigDict) -> TrainSource:
-  """Scans (or loads the prepared TFDS copy of) the training identities.
+  """Scans and screens (or loads the prepared TFDS copy of) the training identities.
 
   `data.train_people` (a people file such as peopleDevTrain.txt, relative to
-  the LFW root or absolute) restricts the identities; identities with fewer
-  than `data.min_images_per_identity` images are dropped because they cannot
-  give anchor-positive pairs.
+  the LFW root or absolute) restricts the identities. Every image is opened
+  once by `image_check.screen_identity_folder`, which applies the bad-input
+  policies `data.bad_images`, `data.non_rgb` and `data.small_identities`
+  (identities with fewer than `data.min_images_per_identity` usable images,
+  which cannot give anchor-positive pairs); `TrainSource.report` says what was
+  skipped or converted.
   """
   root = train_image_root(data)
   include = data.get("train_people")
   if include and not os.path.isabs(include):
     include = str(lfw_root(data) / include)
-  ds = scan_identity_folder(root, min_images_per_identity=data.min_images_per_identity,
-                            include=include or None, max_identities=data.get("max_identities"))
+  ds, report = image_check.screen_identity_folder(
+      root, min_images_per_identity=data.min_images_per_identity, include=include or None,
+      max_identities=data.get("max_identities"),
+      bad_images=data.get("bad_images", "skip"), non_rgb=data.get("non_rgb", "convert"),
+      small_identities=data.get("small_identities", "skip"),
+      max_image_pixels=data.get("max_image_pixels", image_check.DEFAULT_MAX_IMAGE_PIXELS),
+      num_workers=data.get("check_workers"))
   paths = [os.path.join(str(ds.root), p) for p in ds.paths]
   encoded = None
   if data.source == "tfds":
@@ -79,5 +88,6 @@ def build_train_source(data: ml_collections.ConfigDict) -> TrainSource:
     encoded = [by_path[p] for p in ds.paths]
   elif data.source != "folder":
     raise ValueError(f"config.data.source={data.source!r}: use 'folder' or 'tfds'")
-  return TrainSource(table=input_pipeline.ImageTable(paths, encoded),
-                     indices_by_class=ds.indices_by_class(), class_names=ds.class_names)
+  table = input_pipeline.ImageTable(paths, encoded, image_check.replacements(ds, report))
+  return TrainSource(table=table, indices_by_class=ds.indices_by_class(),
+                     class_names=ds.class_names, report=report)

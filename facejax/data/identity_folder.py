@@ -31,12 +31,16 @@ class IdentityDataset:
     paths: image paths relative to `root` ("<identity>/<file>", POSIX), sorted.
     labels: int32 array of shape [len(paths)], values in [0, num_classes).
     class_names: identity folder names; label i is class_names[i] (sorted).
+    non_image_files: other regular files found in the scanned identity folders
+      ("<identity>/<file>", suffix not in the scan's extensions), sorted; hidden files are
+      left out. Screening (`image_check`) reports them.
   """
 
   root: pathlib.Path
   paths: tuple[str, ...]
   labels: np.ndarray
   class_names: tuple[str, ...]
+  non_image_files: tuple[str, ...] = ()
 
   @property
   def num_classes(self) -> int:
@@ -118,6 +122,7 @@ def scan_identity_folder(
 
   files_by_identity: list[tuple[str, list[str]]] = []
   skipped: dict[str, int] = {}
+  non_image_files: list[str] = []
   for name in identity_dirs:
     images = []
     with os.scandir(os.path.join(root, name)) as it:
@@ -128,6 +133,8 @@ def scan_identity_folder(
         else:
           key = suffix or "<no suffix>"
           skipped[key] = skipped.get(key, 0) + 1
+          if not e.name.startswith(".") and e.is_file():
+            non_image_files.append(f"{name}/{e.name}")
     if len(images) >= max(min_images_per_identity, 1):
       files_by_identity.append((name, sorted(images)))
   if skipped:
@@ -144,4 +151,6 @@ def scan_identity_folder(
   labels = np.repeat(np.arange(len(files_by_identity), dtype=np.int32),
                      [len(files) for _, files in files_by_identity])
   return IdentityDataset(root=root, paths=paths, labels=labels,
-                         class_names=tuple(name for name, _ in files_by_identity))
+                         class_names=tuple(name for name, _ in files_by_identity),
+                         non_image_files=tuple(sorted(non_image_files,
+                                                      key=lambda p: tuple(p.split("/")))))

@@ -145,13 +145,29 @@ class ImageTable:
   """Random access to encoded images: file paths on disk, or bytes in memory.
 
   `paths` are absolute file paths; `encoded` (optional) holds the same images
-  already read into memory, e.g. from a prepared TFDS dataset.
+  already read into memory, e.g. from a prepared TFDS dataset. `replacements`
+  (optional) maps an index to encoded bytes used instead of that image, for
+  files TensorFlow cannot decode as PIL would (see `image_check.rgb_png_bytes`).
   """
 
-  def __init__(self, paths: Sequence[str], encoded: Sequence[bytes] | None = None):
+  def __init__(self, paths: Sequence[str], encoded: Sequence[bytes] | None = None,
+               replacements: dict[int, bytes] | None = None):
     self.paths = list(paths)
     self._paths_t = tf.constant(self.paths)
     self._encoded_t = None if encoded is None else tf.constant(list(encoded))
+    self.replacements = dict(replacements or {})
+    outside = [i for i in self.replacements if not 0 <= i < len(self.paths)]
+    if outside:
+      raise ValueError(f"replacement indices {sorted(outside)[:5]} are outside the "
+                       f"{len(self.paths)} images of the table")
+    self._slot_t = self._replacement_t = None
+    if self.replacements:
+      order = sorted(self.replacements)
+      # slot[i] is the row of image i in the replacement table, -1 for images read as usual.
+      slot = np.full(len(self.paths), -1, np.int32)
+      slot[order] = np.arange(len(order), dtype=np.int32)
+      self._slot_t = tf.constant(slot)
+      self._replacement_t = tf.constant([self.replacements[i] for i in order])
 
   def __len__(self):
     return len(self.paths)
@@ -165,10 +181,19 @@ class ImageTable:
         return self.paths[int(i)]
     return "<unknown file>"
 
-  def read(self, index: tf.Tensor) -> tf.Tensor:
+  def _read_original(self, index: tf.Tensor) -> tf.Tensor:
     if self._encoded_t is not None:
       return tf.gather(self._encoded_t, index)
     return tf.io.read_file(tf.gather(self._paths_t, index))
+
+  def read(self, index: tf.Tensor) -> tf.Tensor:
+    """Scalar int index -> scalar tf.string of encoded image bytes (works in graphs)."""
+    if self._slot_t is None:
+      return self._read_original(index)
+    slot = tf.gather(self._slot_t, index)
+    # tf.cond runs one branch only: the file of a replaced image is never read.
+    return tf.cond(slot >= 0, lambda: tf.gather(self._replacement_t, slot),
+                   lambda: self._read_original(index))
 
 
 def train_batches(table: ImageTable, indices_by_class: Sequence[np.ndarray],

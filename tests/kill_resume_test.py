@@ -1,0 +1,146 @@
+"""SIGKILL a real training run at random moments, restart it each time, lose nothing.
+
+Marked slow (about 3 minutes on 2 CPU cores); run it with
+  python -m pytest -q -m slow tests/kill_resume_test.py -s
+(`-s` prints the table of kills). The run is `facejax.main` on the nn1 smoke
+config with a checkpoint every 2 steps, written asynchronously.
+"""
+
+import dataclasses
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from facejax import checkpointing
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 80
+# What each launch waits for before its SIGKILL: "write" = a checkpoint step
+# being written (Orbax's temporary directory exists), "train" = a random
+# moment after the launch's first new checkpoint, "startup" = a random moment
+# in the first seconds (imports, screening, compilation, restore).
+KILL_PLAN = ("write", "train", "write", "startup", "train", "write")
+
+
+def _command(workdir):
+  return [sys.executable, "-m", "facejax.main", "--config=configs/nn1.py:smoke",
+          f"--workdir={workdir}", f"--config.num_train_steps={STEPS}",
+          "--config.checkpoint.every_steps=2", "--config.checkpoint.max_to_keep=3",
+          "--config.log_every_steps=10", "--config.eval.at_end=()"]
+
+
+def _env(lfw_root):
+  return dict(os.environ, FACEJAX_DATA_DIR=str(lfw_root.parent), JAX_PLATFORMS="cpu")
+
+
+def _entries(workdir):
+  ckpt = checkpointing.checkpoint_dir(workdir)
+  if not os.path.isdir(ckpt):
+    return set(), set()
+  names = os.listdir(ckpt)
+  return ({int(n) for n in names if n.isdigit()}, {n for n in names if "tmp" in n})
+
+
+@dataclasses.dataclass
+class Kill:
+  plan: str
+  seconds_after_launch: float
+  steps_on_disk: list
+  writing: list
+
+
+def _launch_and_kill(workdir, env, plan, rng):
+  before, _ = _entries(workdir)
+  proc = subprocess.Popen(_command(workdir), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+  t0 = time.monotonic()
+  deadline = t0 + (rng.uniform(2.0, 8.0) if plan == "startup" else 300)
+  first_new = None
+  while proc.poll() is None:
+    now = time.monotonic()
+    steps, tmp = _entries(workdir)
+    if plan == "write" and any(int(n.split(".")[0]) > max(before, default=0) for n in tmp):
+      break
+    if plan == "train" and first_new is None and steps - before:
+      first_new, deadline = now, now + rng.uniform(0.0, 1.0)
+    if now >= deadline:
+      break
+    time.sleep(0.002)
+  if proc.poll() is not None:  # finished (or failed) before the kill
+    err = proc.stderr.read()
+    assert proc.returncode == 0, err[-3000:]
+    return None
+  proc.send_signal(signal.SIGKILL)
+  t_kill = time.monotonic() - t0
+  proc.wait()
+  steps, tmp = _entries(workdir)
+  return Kill(plan, round(t_kill, 2), sorted(steps), sorted(tmp))
+
+
+def _check_every_listed_step_is_whole(workdir, config):
+  """Every step a fresh manager lists restores and matches its digest."""
+  manager = checkpointing.make_manager(workdir, read_only=True)
+  for step in manager.all_steps():
+    meta = checkpointing.restore_meta(manager, step)
+    restored = manager.restore(step)
+    for item in ("model", "train"):
+      assert checkpointing.tree_digest(restored[item]) == meta["digest"][item], (step, item)
+  return manager.all_steps()
+
+
+def _final_arrays(workdir):
+  manager = checkpointing.make_manager(workdir, read_only=True)
+  assert manager.latest_step() == STEPS
+  restored = manager.restore(STEPS)
+  return restored["model"], restored["train"]
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(lfw_root, tmp_path):
+  env = _env(lfw_root)
+  straight = str(tmp_path / "straight")
+  out = subprocess.run(_command(straight), cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+
+  killed = str(tmp_path / "killed")
+  rng = random.Random(20261122)
+  kills = []
+  for plan in KILL_PLAN:
+    kill = _launch_and_kill(killed, env, plan, rng)
+    if kill is None:
+      break
+    listed = _check_every_listed_step_is_whole(killed, None)
+    # A step whose write was cut short is never listed as a checkpoint.
+    assert not {int(n.split(".")[0]) for n in kill.writing} & set(listed)
+    kills.append(kill)
+  out = subprocess.run(_command(killed), cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  _check_every_listed_step_is_whole(killed, None)
+  assert not _entries(killed)[1], "a temporary checkpoint directory was left behind"
+
+  print(f"\n{len(kills)} kills, {len(kills) + 2} runs (the uninterrupted one included):")
+  print(f"{'#':>2} {'wait for':<8} {'t(s)':>6}  {'steps on disk':<16} being written")
+  for i, k in enumerate(kills, 1):
+    print(f"{i:>2} {k.plan:<8} {k.seconds_after_launch:>6}  {str(k.steps_on_disk):<16} "
+          f"{k.writing}")
+  assert len(kills) >= 5
+  assert sum(bool(k.writing) for k in kills) >= 2, "no kill landed inside a checkpoint write"
+
+  a_model, a_train = _final_arrays(straight)
+  b_model, b_train = _final_arrays(killed)
+  leaves = 0
+  for a, b in zip(jax.tree.leaves((a_model, a_train)), jax.tree.leaves((b_model, b_train))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    leaves += 1
+  assert leaves == len(jax.tree.leaves((a_model, a_train))) > 0
+  print(f"final step {STEPS}: all {leaves} arrays (params, BN stats, optimizer state, rng) "
+        f"bit-identical to the uninterrupted run")
