@@ -81,20 +81,32 @@ def check_compatible(meta: dict[str, Any], config: ml_collections.ConfigDict, wh
         + ", ".join(f"model.{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in sorted(diffs.items())))
 
 
+def _key_name(key) -> str:
+  for attr in ("key", "name", "idx"):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
 def tree_digest(tree) -> str:
   """SHA-256 over every leaf's key path, dtype, shape and bytes.
 
-  Replicated arrays are read from this host's first shard, so every host of
-  a multi-host run computes the same digest without a gather.
+  Paths are spelt as plain names ("opt_state/0/mu/conv1/kernel") and sorted,
+  so the digest is the same for the trainer's tree (optax named tuples) and
+  for the plain dicts Orbax restores without a target. Replicated arrays are
+  read from this host's first shard, so every host of a multi-host run
+  computes the same digest without a gather.
   """
-  h = hashlib.sha256()
+  leaves = []
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
     if isinstance(leaf, jax.Array):
       if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
         leaf = jax.random.key_data(leaf)
       leaf = leaf.addressable_data(0)
-    a = np.ascontiguousarray(np.asarray(leaf))
-    h.update(f"{jax.tree_util.keystr(path)}|{a.dtype.str}|{a.shape}|".encode())
+    leaves.append(("/".join(_key_name(k) for k in path), np.ascontiguousarray(np.asarray(leaf))))
+  h = hashlib.sha256()
+  for name, a in sorted(leaves, key=lambda item: item[0]):
+    h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
     h.update(a.tobytes())
   return h.hexdigest()
 

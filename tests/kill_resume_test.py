@@ -16,6 +16,7 @@ import time
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from facejax import checkpointing
@@ -48,6 +49,19 @@ def _entries(workdir):
   return ({int(n) for n in names if n.isdigit()}, {n for n in names if "tmp" in n})
 
 
+def _writes_since(workdir, t_ns):
+  """Temporary step directories created after `t_ns` (a leftover one keeps its old time)."""
+  ckpt = checkpointing.checkpoint_dir(workdir)
+  found = []
+  for n in _entries(workdir)[1]:
+    try:
+      if os.stat(os.path.join(ckpt, n)).st_mtime_ns >= t_ns:
+        found.append(n)
+    except FileNotFoundError:  # renamed to its final name meanwhile
+      pass
+  return found
+
+
 @dataclasses.dataclass
 class Kill:
   plan: str
@@ -58,6 +72,7 @@ class Kill:
 
 def _launch_and_kill(workdir, env, plan, rng):
   before, _ = _entries(workdir)
+  launched_ns = time.time_ns()
   proc = subprocess.Popen(_command(workdir), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
   t0 = time.monotonic()
@@ -65,8 +80,8 @@ def _launch_and_kill(workdir, env, plan, rng):
   first_new = None
   while proc.poll() is None:
     now = time.monotonic()
-    steps, tmp = _entries(workdir)
-    if plan == "write" and any(int(n.split(".")[0]) > max(before, default=0) for n in tmp):
+    steps, _ = _entries(workdir)
+    if plan == "write" and _writes_since(workdir, launched_ns):
       break
     if plan == "train" and first_new is None and steps - before:
       first_new, deadline = now, now + rng.uniform(0.0, 1.0)
@@ -84,21 +99,28 @@ def _launch_and_kill(workdir, env, plan, rng):
   return Kill(plan, round(t_kill, 2), sorted(steps), sorted(tmp))
 
 
-def _check_every_listed_step_is_whole(workdir, config):
+def _restore_all(manager, step):
+  """Every item of `step` as saved (no target: arrays come back as saved)."""
+  return manager.restore(step, args=ocp.args.Composite(
+      model=ocp.args.StandardRestore(), train=ocp.args.StandardRestore(),
+      meta=ocp.args.JsonRestore()))
+
+
+def _check_every_listed_step_is_whole(workdir):
   """Every step a fresh manager lists restores and matches its digest."""
   manager = checkpointing.make_manager(workdir, read_only=True)
   for step in manager.all_steps():
-    meta = checkpointing.restore_meta(manager, step)
-    restored = manager.restore(step)
+    restored = _restore_all(manager, step)
     for item in ("model", "train"):
-      assert checkpointing.tree_digest(restored[item]) == meta["digest"][item], (step, item)
+      assert checkpointing.tree_digest(restored[item]) == restored["meta"]["digest"][item], (
+          step, item)
   return manager.all_steps()
 
 
 def _final_arrays(workdir):
   manager = checkpointing.make_manager(workdir, read_only=True)
   assert manager.latest_step() == STEPS
-  restored = manager.restore(STEPS)
+  restored = _restore_all(manager, STEPS)
   return restored["model"], restored["train"]
 
 
@@ -117,14 +139,14 @@ def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(lfw_
     kill = _launch_and_kill(killed, env, plan, rng)
     if kill is None:
       break
-    listed = _check_every_listed_step_is_whole(killed, None)
+    listed = _check_every_listed_step_is_whole(killed)
     # A step whose write was cut short is never listed as a checkpoint.
     assert not {int(n.split(".")[0]) for n in kill.writing} & set(listed)
     kills.append(kill)
   out = subprocess.run(_command(killed), cwd=REPO, env=env, capture_output=True, text=True,
                        timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
-  _check_every_listed_step_is_whole(killed, None)
+  _check_every_listed_step_is_whole(killed)
   assert not _entries(killed)[1], "a temporary checkpoint directory was left behind"
 
   print(f"\n{len(kills)} kills, {len(kills) + 2} runs (the uninterrupted one included):")
