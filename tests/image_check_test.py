@@ -8,6 +8,7 @@ import time
 import warnings
 import zlib
 
+import jax
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -265,3 +266,40 @@ def test_max_identities_on_real_lfw_matches_scan(lfw_root):
   assert report.counts["ok"] == sum(report.counts.values()) == len(expected)  # No more opened.
   assert report.skipped == []
   assert elapsed < 3.0, f"screening took {elapsed:.2f}s"
+
+
+def _train_on(smoke_config, root, **data):
+  from facejax import train
+  c = smoke_config.copy_and_resolve_references()
+  c.data.update(train_dir=str(root), train_people=None, max_identities=None, **data)
+  c.num_identities, c.images_per_identity = 3, 2
+  c.batch_size = 6
+  c.eval.at_end = ()
+  return train, c
+
+
+def test_training_on_a_messy_tree_skips_and_reports(smoke_config, messy, tmp_path):
+  # End to end: the trainer screens first, trains on what survives (the
+  # converted and re-encoded images included) and writes the report.
+  train, c = _train_on(smoke_config, messy, bad_images="skip", non_rgb="convert")
+  state = train.train_and_evaluate(c, str(tmp_path))
+  assert int(state.step) == c.num_train_steps
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
+  report = json.loads((tmp_path / "data_report.json").read_text())
+  assert sorted(report["skipped"]) == sorted(f"Aaron_Peirsol/{n}" for n in BAD) + [
+      "Adam_Sandler/broken.jpg"]
+  assert report["dropped_identities"] == {"Adam_Sandler": 1}
+  assert sum(report["converted"].values()) == len(NON_RGB)
+
+
+@pytest.mark.parametrize("key,value,named", [
+    ("bad_images", "fail", "Aaron_Peirsol/huge.png"),
+    ("non_rgb", "fail", "Abdullah_Gul/"),
+    ("small_identities", "fail", "Adam_Sandler"),
+])
+def test_training_with_a_fail_policy_stops_before_the_first_step(smoke_config, messy, tmp_path,
+                                                                key, value, named):
+  train, c = _train_on(smoke_config, messy, **{key: value})
+  with pytest.raises(ValueError, match=f"(?s){named}.*config.data.{key}"):
+    train.train_and_evaluate(c, str(tmp_path))
+  assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
