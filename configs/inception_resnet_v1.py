@@ -68,6 +68,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       data_dir=ml_collections.FieldReference(None, field_type=str),  # else FACEJAX_DATA_DIR
       train_dir=ml_collections.FieldReference(None, field_type=str),  # default: <lfw root>/lfw
+      # Evaluation images: an aligned copy of <lfw root>/lfw (facejax.data.align); default lfw/.
+      lfw_image_dir=ml_collections.FieldReference(None, field_type=str),
       train_people="peopleDevTrain.txt",
       min_images_per_identity=2,
       sampling="shuffle",  # plain shuffled batches for the classifier

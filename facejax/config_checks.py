@@ -142,6 +142,7 @@ _DATA = {
     "data_dir": _opt(STR, none_ok=True),  # None: FACEJAX_DATA_DIR
     "train_dir": _opt(STR, none_ok=True),  # None: <lfw root>/lfw
     "train_people": _opt(STR, none_ok=True),  # None: every identity
+    "lfw_image_dir": _opt(STR, none_ok=True),  # None: <lfw root>/lfw (else an aligned copy)
     "min_images_per_identity": _req(INT, minimum=1),
     "max_identities": _opt(INT, none_ok=True, minimum=1),
     "source": _req(STR, choices=SOURCES),

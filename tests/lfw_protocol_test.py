@@ -47,7 +47,7 @@ def test_every_pair_image_exists_and_index_in_range(lfw_root):
   names = lfw.read_people(lfw_root / "lfw-names.txt")
   for pairs in (lfw.view2_pairs(lfw_root), lfw.view1_pairs(lfw_root, "train"),
                 lfw.view1_pairs(lfw_root, "test")):
-    lfw.check_images_exist(lfw_root, pairs)
+    lfw.check_images_exist(lfw_root / "lfw", pairs)
     for p in pairs:
       assert 1 <= p.index_a <= names[p.name_a] and 1 <= p.index_b <= names[p.name_b]
 
@@ -78,7 +78,7 @@ def test_check_images_exist_reports_missing(lfw_root):
   pairs = lfw.view1_pairs(lfw_root, "test")[:2]
   bogus = lfw.Pair("lfw/Nobody/Nobody_0001.jpg", pairs[0].path_b, True, 0, "Nobody", 1, "Nobody", 2)
   with pytest.raises(FileNotFoundError, match="Nobody_0001.jpg"):
-    lfw.check_images_exist(lfw_root, pairs + [bogus])
+    lfw.check_images_exist(lfw_root / "lfw", pairs + [bogus])
 
 
 # --- malformed files ------------------------------------------------------------------------

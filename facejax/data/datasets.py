@@ -9,6 +9,7 @@
 
 import dataclasses
 import os
+import pathlib
 
 import ml_collections
 import numpy as np
@@ -45,6 +46,16 @@ def preprocessing(data: ml_collections.ConfigDict, train: bool) -> input_pipelin
 def lfw_root(data: ml_collections.ConfigDict):
   """The LFW root (holding pairs.txt and lfw/) from config or FACEJAX_DATA_DIR."""
   return resolve_data_dir(data.get("data_dir"), "lfw")
+
+
+def lfw_image_root(data: ml_collections.ConfigDict) -> pathlib.Path:
+  """Folder holding LFW's identity folders for evaluation: `data.lfw_image_dir` (e.g. an
+  MTCNN-aligned copy from `facejax.data.align`), else `<lfw root>/lfw`."""
+  if data.get("lfw_image_dir"):
+    if not os.path.isdir(data.lfw_image_dir):
+      raise FileNotFoundError(f"config.data.lfw_image_dir={data.lfw_image_dir!r} is not a directory")
+    return pathlib.Path(data.lfw_image_dir)
+  return lfw_root(data) / "lfw"
 
 
 def train_image_root(data: ml_collections.ConfigDict) -> str:

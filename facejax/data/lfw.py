@@ -201,12 +201,19 @@ def unique_images(pairs: Iterable[Pair]) -> list[str]:
   return sorted({p for pair in pairs for p in (pair.path_a, pair.path_b)})
 
 
-def check_images_exist(root: PathLike, pairs: Iterable[Pair], max_report: int = 10) -> None:
-  """Raises FileNotFoundError listing the first `max_report` images of `pairs` missing under root."""
-  root = pathlib.Path(root)
-  missing = [p for p in unique_images(pairs) if not (root / p).is_file()]
+def image_path(image_root: PathLike, relpath: str) -> pathlib.Path:
+  """Where a pair's image (``lfw/<Name>/<file>``) lives under `image_root`, the folder
+  holding the identity folders: LFW's own ``<root>/lfw`` or an aligned copy of it."""
+  prefix = IMAGES_SUBDIR + "/"
+  return pathlib.Path(image_root) / (relpath[len(prefix):] if relpath.startswith(prefix) else relpath)
+
+
+def check_images_exist(image_root: PathLike, pairs: Iterable[Pair], max_report: int = 10) -> None:
+  """Raises FileNotFoundError listing the first `max_report` images of `pairs` missing under
+  `image_root` (the folder holding the identity folders, see `image_path`)."""
+  missing = [p for p in unique_images(pairs) if not image_path(image_root, p).is_file()]
   if missing:
-    shown = "\n  ".join(str(root / p) for p in missing[:max_report])
+    shown = "\n  ".join(str(image_path(image_root, p)) for p in missing[:max_report])
     more = f"\n  ... and {len(missing) - max_report} more" if len(missing) > max_report else ""
     raise FileNotFoundError(
         f"{len(missing)} LFW image(s) named by the pairs are missing:\n  {shown}{more}")

@@ -203,9 +203,10 @@ def evaluate_lfw(config: ml_collections.ConfigDict, *, workdir: str | None = Non
     variables, step = restore_model_vars(config, workdir, step, model)
   root = datasets.lfw_root(config.data)
   pairs, folds = load_pairs(root, protocol)
-  lfw.check_images_exist(root, pairs)
+  image_root = datasets.lfw_image_root(config.data)
+  lfw.check_images_exist(image_root, pairs)
   images = lfw.unique_images(pairs)
-  table = input_pipeline.ImageTable([str(root / p) for p in images])
+  table = input_pipeline.ImageTable([str(lfw.image_path(image_root, p)) for p in images])
   emb = embed_table(model, variables, table, datasets.preprocessing(config.data, train=False),
                     ev.batch_size, flip)
   row = {p: i for i, p in enumerate(images)}
