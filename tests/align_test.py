@@ -154,3 +154,33 @@ def test_evaluation_reads_an_aligned_tree_from_config(smoke_config, tmp_path):
   c.data.lfw_image_dir = str(tmp_path / "absent")
   with pytest.raises(FileNotFoundError, match="config.data.lfw_image_dir"):
     datasets.lfw_image_root(c.data)
+
+
+def test_single_files_are_aligned_on_the_fly_like_the_tree(smoke_config, lfw_root, tmp_path):
+  # The on-the-fly path (what verify/identify call) gives the embedding of the
+  # same face as the folder run: exactly, when the tree is written losslessly.
+  import jax
+  from facejax.evaluation.embed_files import embed_files
+  from facejax.models import create_model
+  name = "Aaron_Peirsol"
+  src = tmp_path / "src" / name
+  src.mkdir(parents=True)
+  files = sorted((lfw_root / "lfw" / name).glob("*.jpg"))[:2]
+  for f in files:
+    Image.open(f).save(src / (f.stem + ".png"))  # PNG names: the tree is written as PNG
+  (src / "broken.png").write_bytes(b"\x89PNG nope")
+  spec = align.AlignSpec(mode="crop", image_size=(160, 160), margin=32)
+  align.align_folder(tmp_path / "src", tmp_path / "aligned", spec, workers=1)
+
+  c = smoke_config.copy_and_resolve_references()
+  c.data.update(source_crop=0)
+  model = create_model(c.model)
+  variables = model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32), train=False)
+  probes = [src / (f.stem + ".png") for f in files] + [src / "broken.png"]
+  on_the_fly = embed_files(c, variables, probes, align_spec=spec)
+  assert list(on_the_fly.skipped) == [str(src / "broken.png")]
+  assert [r["status"] for r in on_the_fly.records] == ["aligned", "aligned"]
+  from_tree = embed_files(c, variables, [tmp_path / "aligned" / name / (f.stem + ".png")
+                                         for f in files])
+  np.testing.assert_array_equal(on_the_fly.embeddings, from_tree.embeddings)
+  np.testing.assert_allclose(np.linalg.norm(on_the_fly.embeddings, axis=1), 1.0, atol=1e-5)
