@@ -19,10 +19,10 @@ resumed run can write those steps again.
 import hashlib
 import json
 import os
-import shutil
 from typing import Any
 
 from absl import logging
+from etils import epath
 import jax
 import ml_collections
 import numpy as np
@@ -39,12 +39,17 @@ class CorruptCheckpointError(RuntimeError):
   """A checkpoint step cannot be restored or does not match its digest."""
 
 
+def workdir_path(workdir: str) -> epath.Path:
+  """The workdir as a path that may be local or a bucket (gs://...), absolute if local."""
+  return epath.Path(workdir if "://" in str(workdir) else os.path.abspath(workdir))
+
+
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), "checkpoints")
+  return str(workdir_path(workdir) / "checkpoints")
 
 
 def quarantine_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), "checkpoints_corrupt")
+  return str(workdir_path(workdir) / "checkpoints_corrupt")
 
 
 def make_manager(workdir: str, *, max_to_keep: int = 3, save_interval_steps: int = 1,
@@ -202,12 +207,13 @@ def _quarantine(manager, workdir, steps, enabled):
   if not (enabled and steps):
     return
   if jax.process_index() == 0:
-    os.makedirs(quarantine_dir(workdir), exist_ok=True)
+    quarantine = epath.Path(quarantine_dir(workdir))
+    quarantine.mkdir(parents=True, exist_ok=True)
     for step in steps:
-      dest = os.path.join(quarantine_dir(workdir), str(step))
-      if os.path.exists(dest):
-        shutil.rmtree(dest)
-      shutil.move(os.path.join(checkpoint_dir(workdir), str(step)), dest)
+      dest = quarantine / str(step)
+      if dest.exists():
+        dest.rmtree()
+      (epath.Path(checkpoint_dir(workdir)) / str(step)).rename(dest)
       logging.warning("Moved damaged checkpoint step %d to %s", step, dest)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils

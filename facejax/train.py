@@ -11,7 +11,6 @@ import collections
 import dataclasses
 import functools
 import json
-import os
 import time
 from typing import Any, Callable, Iterator
 
@@ -183,7 +182,8 @@ def _evaluate(config, workdir, state, protocols, step, writer):
   for protocol in protocols:
     result = evaluate_lfw(config, workdir=workdir, variables=state.model_vars(), step=step,
                           protocol=protocol)
-    logging.info("step %d: %s", step, result.summary())
+    if jax.process_index() == 0:
+      logging.info("step %d: %s", step, result.summary())
     if writer:
       writer.scalars(step, {f"eval/{protocol}/{k}": v for k, v in result.scalars().items()})
 
@@ -254,7 +254,7 @@ def restore_or_init(config, workdir, manager, model, tx, objective) -> tuple[Tra
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains `config` in `workdir`, resuming from its newest good checkpoint if any."""
   validate_config(config, jax.device_count())
-  os.makedirs(workdir, exist_ok=True)
+  checkpointing.workdir_path(workdir).mkdir(parents=True, exist_ok=True)
   is_chief = jax.process_index() == 0
   mesh = make_mesh()
   model = create_model(config.model)
@@ -262,8 +262,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   objective = make_objective(config.loss, num_classes=len(source.class_names),
                              feature_dim=model.embedding_dim)
   if is_chief and source.report is not None:
-    with open(os.path.join(workdir, "data_report.json"), "w") as f:
-      json.dump(source.report.to_dict(), f, indent=1)
+    (checkpointing.workdir_path(workdir) / "data_report.json").write_text(
+        json.dumps(source.report.to_dict(), indent=1))
   guard = DivergenceGuard.from_config(config)
   manager = checkpointing.make_manager(workdir, max_to_keep=config.checkpoint.max_to_keep,
                                        async_save=config.checkpoint.get("async_save", True))
@@ -367,7 +367,8 @@ class _SummaryWriter:
 
   def __init__(self, workdir):
     from tensorboardX import SummaryWriter
-    self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    # tensorboardX writes gs:// paths itself (with google-cloud-storage installed).
+    self._writer = SummaryWriter(str(checkpointing.workdir_path(workdir) / "tensorboard"))
 
   def scalars(self, step, values):
     for k, v in values.items():

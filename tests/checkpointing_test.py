@@ -130,3 +130,10 @@ def test_evaluator_refuses_a_checkpoint_of_another_net(runs, key, value):
   with pytest.raises(checkpointing.IncompatibleCheckpointError,
                      match=f"model.{key}={saved!r} but the config asks for model.{key}={value!r}"):
     lfw_eval.evaluate_lfw(c, workdir=str(base / "four"), protocol="dev_test")
+
+
+def test_bucket_workdirs_are_not_made_local():
+  # A gs:// workdir must reach Orbax/etils as a bucket path, not "./gs:/...".
+  assert checkpointing.checkpoint_dir("gs://bucket/run") == "gs://bucket/run/checkpoints"
+  assert checkpointing.quarantine_dir("gs://bucket/run") == "gs://bucket/run/checkpoints_corrupt"
+  assert checkpointing.checkpoint_dir("rel/run") == os.path.abspath("rel/run/checkpoints")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -138,6 +139,9 @@ def test_bfloat16_compute_keeps_float32_params_and_stays_close(smoke_config):
       state, metrics = step(state, train.shard_batch(batch, mesh))
     losses[dtype] = float(metrics["loss"])
     assert all(p.dtype == np.float32 for p in jax.tree.leaves(state.params))
+    # Optimizer moments stay float32 too (only the step counters are ints).
+    opt_floats = [x for x in jax.tree.leaves(state.opt_state) if jnp.issubdtype(x.dtype, jnp.floating)]
+    assert opt_floats and all(x.dtype == np.float32 for x in opt_floats)
     assert np.isfinite(losses[dtype])
   assert abs(losses["bfloat16"] - losses["float32"]) < 0.02, losses
 

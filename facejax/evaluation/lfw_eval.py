@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from facejax import checkpointing
@@ -118,8 +119,16 @@ def restore_model_vars(config: ml_collections.ConfigDict, workdir: str, step: in
 def embed_table(model, variables, table: input_pipeline.ImageTable,
                 prep: input_pipeline.Preprocessing, batch_size: int, flip: str = "none",
                 mesh: Mesh | None = None) -> np.ndarray:
-  """Embeds every image of `table` -> [N, D] float32 (or [N, 2D] with flip="concat")."""
-  mesh = mesh or Mesh(np.asarray(jax.devices()), ("data",))
+  """Embeds every image of `table` -> [N, D] float32 (or [N, 2D] with flip="concat").
+
+  In a multi-process run each process embeds every image on its own devices
+  (evaluation is not the hot path, and no cross-process gather is needed);
+  the trainer lets process 0 alone write the results.
+  """
+  mesh = mesh or Mesh(np.asarray(jax.local_devices()), ("data",))
+  variables = jax.tree.map(
+      lambda x: np.asarray(x.addressable_data(0))
+      if isinstance(x, jax.Array) and not x.is_fully_addressable else x, variables)
   if batch_size % mesh.size:
     batch_size += mesh.size - batch_size % mesh.size
   variables = {"params": variables["params"],
@@ -218,8 +227,8 @@ def evaluate_lfw(config: ml_collections.ConfigDict, *, workdir: str | None = Non
                                                    far_target=ev.far_target)
   json_path = roc_path = None
   if write and (out_dir or workdir):
-    out_dir = out_dir or os.path.join(workdir, "eval")
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = str(out_dir or checkpointing.workdir_path(workdir) / "eval")
+    epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
     tag = f"{step}" if step is not None else "latest"
     stem = f"lfw_{tag}" if protocol == "view2" else f"lfw_{protocol}_{tag}"
     json_path = os.path.join(out_dir, stem + ".json")
@@ -229,8 +238,7 @@ def evaluate_lfw(config: ml_collections.ConfigDict, *, workdir: str | None = Non
                          num_images=len(images), verification=verification,
                          json_path=json_path, roc_path=roc_path)
   if json_path and jax.process_index() == 0:
-    with open(json_path, "w") as f:
-      json.dump(result.to_dict(), f, indent=1)
+    epath.Path(json_path).write_text(json.dumps(result.to_dict(), indent=1))
     metrics_lib.plot_roc({f"step {step}": (verification.roc_fpr, verification.roc_tpr)},
                          roc_path, title=f"LFW {protocol}")
   return result

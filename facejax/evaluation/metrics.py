@@ -674,9 +674,10 @@ def plot_roc(
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    path = os.fspath(path)
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    from etils import epath  # local files and buckets (gs://) alike
+
+    out = epath.Path(os.fspath(path))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("wb") as f:
+        fig.savefig(f, format="png")
+    return os.fspath(path)

@@ -1,0 +1,47 @@
+"""One process of a multi-process CPU training run (driven by tests/multiprocess_test.py).
+
+  python tests/multiprocess_check.py PROCESS_ID NUM_PROCESSES PORT WORKDIR OUT.npz STEPS
+
+NUM_PROCESSES=1 with PORT=0 is the single-process reference. The local device
+count comes from XLA_FLAGS (--xla_force_host_platform_device_count). Writes
+this process's final params, batch stats and optimizer state (its own
+replica), the process/device counts and the last loss to OUT.npz.
+"""
+
+import os
+import sys
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "configs"))
+
+
+def main():
+  pid, nproc, port, workdir, out, steps = sys.argv[1:7]
+  from facejax import distributed
+  if int(nproc) > 1:
+    distributed.maybe_initialize(coordinator_address=f"localhost:{port}",
+                                 num_processes=int(nproc), process_id=int(pid),
+                                 cpu_collectives="gloo")
+  import jax
+  import nn1
+  from facejax import train
+  c = nn1.get_config("smoke")
+  c.data.data_dir = os.environ["FACEJAX_DATA_DIR"]
+  # Batch-all is continuous in the embeddings (no mining flips) and SGD keeps
+  # float noise float-sized, so meshes of different shapes agree to rounding.
+  c.loss.name = "batch_all"
+  c.optimizer.update(name="sgd", learning_rate=0.05, momentum=0.9)
+  c.num_train_steps = int(steps)
+  c.checkpoint.every_steps = 2
+  c.eval.at_end = ("dev_test",)
+  state = train.train_and_evaluate(c, workdir)
+  local = lambda tree: [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(tree)]
+  arrays = {f"array_{i}": a for i, a in enumerate(local(state.model_vars()) + local(state.opt_state))}
+  np.savez(out, process_count=jax.process_count(), device_count=jax.device_count(),
+           local_device_count=jax.local_device_count(), step=int(state.step), **arrays)
+
+
+if __name__ == "__main__":
+  main()
