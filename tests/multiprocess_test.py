@@ -45,6 +45,7 @@ def _arrays(result):
   return [result[k] for k in sorted(names, key=lambda k: int(k.split("_")[1]))]
 
 
+@pytest.mark.slow  # ~2-3 min; .ci/run runs it after the default suite
 @pytest.mark.parametrize("local_devices", [1, 2], ids=["2procs_x_1dev", "2procs_x_2dev"])
 def test_two_processes_match_each_other_and_one_process(local_devices, tmp_path, lfw_root):
   multi, logs = _run(2, local_devices, tmp_path / "multi", tmp_path, lfw_root)
