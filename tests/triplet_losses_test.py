@@ -494,3 +494,249 @@ def test_registry_and_lookup():
   assert "'semihard'" in message
   for valid in ("batch_all", "semi_hard", "batch_hard"):
     assert valid in message
+
+
+# ---------------------------------------------------------------------------
+# Medium batches: loss, metrics and gradients against a dense reference.
+# ---------------------------------------------------------------------------
+
+MEDIUM_BATCH = 96
+
+
+def ref_dense(name, x, labels, mask, margin):
+  """Brute-force float64 ``(loss, metrics, d loss / d x)`` over the explicit triplet cube.
+
+  Independent of the implementation's sort-and-search: every triplet (or
+  mined pair / anchor) is scored on ``[B, B, B]`` (or ``[B, B]``) arrays of
+  coordinate-difference distances. The gradient is written out by hand:
+  ``dL/dd[a, j]`` from the active terms, where a choice among *tied*
+  distances (semi-hard's chosen negative, batch-hard's hardest positive and
+  negative) splits its derivative equally between them (the JVP convention
+  of ``jnp.min``/``jnp.max``), and the relu contributes nothing at exactly
+  0; then ``dL/dx_i = 2 sum_j (G_ij + G_ji) (x_i - x_j)``. This holds for
+  the implementation's Gram-matrix distances as long as no two valid rows
+  coincide (its clamp at 0 would halve a zero distance's derivative).
+  """
+  labels, mask = np.asarray(labels), np.asarray(mask, bool)
+  # Padded rows take no part; zeroed so their junk (NaN) cannot reach sums.
+  x = np.where(mask[:, None], np.asarray(x, np.float64), 0.0)
+  b = len(labels)
+  diff = x[:, None, :] - x[None, :, :]
+  d = np.sum(diff * diff, axis=-1)
+  both = mask[:, None] & mask[None, :]
+  same = labels[:, None] == labels[None, :]
+  pos = both & same & ~np.eye(b, dtype=bool)
+  neg = both & ~same
+  g = np.zeros((b, b))  # d loss / d d[a, j].
+  if name == "batch_all":
+    triplet = pos[:, :, None] & neg[:, None, :]
+    raw = d[:, :, None] - d[:, None, :] + margin
+    active = triplet & (raw > 0)
+    num_valid, num_active = int(triplet.sum()), int(active.sum())
+    denom = max(num_active, 1)
+    loss = np.where(active, raw, 0.0).sum() / denom
+    g += active.sum(2) / denom
+    g -= active.sum(1) / denom
+  elif name == "semi_hard":
+    has_neg = neg.any(1)
+    farther = neg[:, None, :] & (d[:, None, :] > d[:, :, None])  # [a, p, n]
+    nearest = np.where(farther, d[:, None, :], np.inf).min(2)
+    largest = np.where(neg, d, -np.inf).max(1)
+    chosen = np.where(farther.any(2), nearest, largest[:, None])
+    pair = pos & has_neg[:, None]
+    raw = d - chosen + margin
+    active = pair & (raw > 0)
+    num_valid, num_active = int(pair.sum()), int(active.sum())
+    denom = max(num_valid, 1)
+    loss = np.where(active, raw, 0.0).sum() / denom
+    tied = neg[:, None, :] & (d[:, None, :] == chosen[:, :, None])  # [a, p, n]
+    share = tied / np.maximum(tied.sum(2, keepdims=True), 1)
+    g += active / denom
+    g -= np.sum(active[:, :, None] * share, axis=1) / denom
+  elif name == "batch_hard":
+    hardest_pos = np.where(pos, d, -np.inf).max(1)
+    hardest_neg = np.where(neg, d, np.inf).min(1)
+    anchor = pos.any(1) & neg.any(1)
+    raw = np.where(anchor, hardest_pos - hardest_neg + margin, 0.0)
+    active = anchor & (raw > 0)
+    num_valid, num_active = int(anchor.sum()), int(active.sum())
+    denom = max(num_valid, 1)
+    loss = np.where(active, raw, 0.0).sum() / denom
+    tied_pos = pos & (d == hardest_pos[:, None])
+    tied_neg = neg & (d == hardest_neg[:, None])
+    g += active[:, None] * tied_pos / np.maximum(tied_pos.sum(1, keepdims=True), 1) / denom
+    g -= active[:, None] * tied_neg / np.maximum(tied_neg.sum(1, keepdims=True), 1) / denom
+  else:
+    raise ValueError(name)
+  sym = g + g.T
+  grad = 2.0 * (sym.sum(1)[:, None] * x - sym @ x)
+  metrics = {
+      "fraction_active": num_active / num_valid if num_valid else 0.0,
+      "num_valid_triplets": num_valid,
+      "num_active_triplets": num_active,
+      "mean_positive_distance": d[pos].mean() if pos.any() else 0.0,
+      "mean_negative_distance": d[neg].mean() if neg.any() else 0.0,
+  }
+  return loss, metrics, np.where(mask[:, None], grad, 0.0)
+
+
+def _ref_ties(x, labels, mask, margin):
+  """What a batch exercises: counts of tied choices and of exact kinks."""
+  x = np.where(mask[:, None], np.asarray(x, np.float64), 0.0)
+  diff = x[:, None, :] - x[None, :, :]
+  d = np.sum(diff * diff, axis=-1)
+  b = len(labels)
+  both = mask[:, None] & mask[None, :]
+  same = labels[:, None] == labels[None, :]
+  pos = both & same & ~np.eye(b, dtype=bool)
+  neg = both & ~same
+  triplet = pos[:, :, None] & neg[:, None, :]
+  raw = d[:, :, None] - d[:, None, :] + margin
+  farther = neg[:, None, :] & (d[:, None, :] > d[:, :, None])
+  nearest = np.where(farther, d[:, None, :], np.inf).min(2)
+  tied_nearest = (neg[:, None, :] & (d[:, None, :] == nearest[:, :, None])).sum(2)
+  largest = np.where(neg, d, -np.inf).max(1)
+  tied_largest = (neg & (d == largest[:, None])).sum(1)
+  no_farther = pos & neg.any(1)[:, None] & ~farther.any(2)
+  return {
+      # Semi-hard picks among >= 2 equal negatives (nearest farther / fallback).
+      "tied_nearest_farther": int(np.sum(pos & (tied_nearest > 1))),
+      "tied_fallback": int(np.sum(no_farther & (tied_largest[:, None] > 1))),
+      # d(a,n) == d(a,p): not "farther" (semi-hard's strict test).
+      "negative_tied_with_positive": int(np.sum(triplet & (d[:, None, :] == d[:, :, None]))),
+      # Hinge exactly 0: neither active nor differentiated.
+      "hinge_exactly_zero": int(np.sum(triplet & (raw == 0))),
+      "no_farther_pairs": int(no_farther.sum()),
+      "pos_pairs": int(pos.sum()),
+  }
+
+
+def _kink_gap_dense(x, labels, mask, margin):
+  """Vectorised :func:`_kink_gap` (distance to the nearest tie or relu kink)."""
+  x = np.where(mask[:, None], np.asarray(x, np.float64), 0.0)
+  diff = x[:, None, :] - x[None, :, :]
+  d = np.sum(diff * diff, axis=-1)
+  b = len(labels)
+  both = mask[:, None] & mask[None, :]
+  same = labels[:, None] == labels[None, :]
+  pos = both & same & ~np.eye(b, dtype=bool)
+  neg = both & ~same
+  gap = np.inf
+  for a in np.flatnonzero(mask):
+    row = np.sort(d[a, both[a] & (np.arange(b) != a)])
+    if row.size > 1:
+      gap = min(gap, np.diff(row).min())
+    kinks = d[a, pos[a]][:, None] - d[a, neg[a]][None, :] + margin
+    if kinks.size:
+      gap = min(gap, np.abs(kinks).min())
+  return gap
+
+
+def make_medium_batch(seed, *, dyadic, dim, size=MEDIUM_BATCH, mask_fraction=0.1):
+  """``size`` rows of P x K-style identities (1 to 8 images each, some singletons)
+  with padded rows holding NaN. ``dyadic``: coordinates in {-1/2, ..., 1/2} step
+  1/4 and distinct rows, so every distance, comparison and hinge is exact in
+  float32 and float64 and ties (equal distances, hinges of exactly 0) abound;
+  otherwise random unit vectors."""
+  rng = np.random.default_rng(seed)
+  labels, identity = [], 0
+  while len(labels) < size:
+    labels.extend([identity] * int(rng.choice([1, 2, 3, 4, 6, 8])))
+    identity += 1
+  labels = np.array(labels[:size], np.int32)
+  rng.shuffle(labels)
+  mask = rng.random(size) >= mask_fraction
+  if dyadic:
+    # Rows 0-3 are planted so that semi-hard's fallback meets a tie: anchor
+    # +1/2 (all coordinates) has its positive -1/2 at the largest distance
+    # there is (dim), so no negative is farther; negatives 2 and 3 are tied
+    # at distance dim - 1, farther than any other (for this seed).
+    planted = np.full((4, dim), -2)
+    planted[0] = 2
+    planted[2, -1] = 2
+    planted[3, 0] = 2
+    powers = 5 ** np.arange(dim)
+    free = np.setdiff1d(np.arange(5**dim), (planted + 2) @ powers)
+    grid = rng.choice(free, size=size - 4, replace=False)  # Distinct rows.
+    digits = np.concatenate([planted + 2, (grid[:, None] // powers[None, :]) % 5])
+    x = ((digits - 2) / 4.0).astype(np.float32)
+    labels[:4] = labels.max() + np.array([1, 1, 2, 3])
+    mask[:4] = True
+  else:
+    x = _l2_normalise(rng.normal(size=(size, dim))).astype(np.float32)
+  x[~mask] = np.nan
+  return x, labels, mask
+
+
+def _loss_and_grad(name):
+  fn = TRIPLET_LOSSES[name]
+  return jax.jit(jax.value_and_grad(lambda e, l, m, margin: fn(e, l, m, margin), has_aux=True))
+
+
+def _assert_matches_dense(name, x, labels, mask, margin, dtype):
+  (loss, metrics), grad = _loss_and_grad(name)(
+      jnp.asarray(x, dtype), jnp.asarray(labels), jnp.asarray(mask), margin
+  )
+  ref_loss, ref_metrics, ref_grad = ref_dense(name, x, labels, mask, margin)
+  assert loss.dtype == dtype and grad.dtype == dtype
+  np.testing.assert_allclose(float(loss), ref_loss, rtol=1e-5, atol=1e-7)
+  for key in ("num_valid_triplets", "num_active_triplets"):
+    assert metrics[key].dtype == jnp.int32
+    assert int(metrics[key]) == ref_metrics[key], key
+  for key in ("fraction_active", "mean_positive_distance", "mean_negative_distance"):
+    assert metrics[key].dtype == jnp.float32
+    np.testing.assert_allclose(float(metrics[key]), ref_metrics[key], rtol=1e-5, err_msg=key)
+  grad = np.asarray(grad, np.float64)
+  assert np.isfinite(grad).all()
+  np.testing.assert_array_equal(grad[~mask], 0.0)
+  scale = np.abs(ref_grad).max()
+  assert scale > 0
+  np.testing.assert_allclose(grad, ref_grad, rtol=1e-5, atol=1e-5 * scale)
+  return ref_metrics
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+@pytest.mark.parametrize("margin", [0.25, 0.5])
+def test_medium_batch_with_exact_ties_matches_dense_reference(name, margin):
+  x, labels, mask = make_medium_batch(10, dyadic=True, dim=6)
+  ties = _ref_ties(x, labels, mask, margin)
+  # The batch must exercise every tie rule the implementation has to honour.
+  assert ties["tied_nearest_farther"] > 10, ties
+  assert ties["tied_fallback"] > 0, ties
+  assert ties["negative_tied_with_positive"] > 10, ties
+  assert ties["hinge_exactly_zero"] > 10, ties
+  counts = np.bincount(labels[mask])
+  assert (counts == 1).any() and counts.max() >= 6
+  ref_metrics = _assert_matches_dense(name, x, labels, mask, margin, jnp.float32)
+  assert ref_metrics["num_active_triplets"] > 0
+  if name != "batch_hard":  # Hardest-triplet mining leaves every anchor active here.
+    assert ref_metrics["num_active_triplets"] < ref_metrics["num_valid_triplets"]
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_medium_batch_random_float64_matches_dense_reference(name):
+  x, labels, mask = make_medium_batch(11, dyadic=False, dim=16)
+  margin = 0.2
+  # float64 end to end: no comparison of the implementation can round the
+  # other way from the reference's (the nearest kink is far above 1e-15).
+  assert _kink_gap_dense(x, labels, mask, margin) > 1e-9
+  with jax.enable_x64(True):
+    ref_metrics = _assert_matches_dense(name, x, labels, mask, margin, jnp.float64)
+  assert ref_metrics["num_active_triplets"] > 0
+
+
+@pytest.mark.parametrize("name", ["batch_all", "semi_hard"])
+def test_memory_is_quadratic_not_cubic(name):
+  # Compiled, never run: at B = 1,024 a [B, B, B] float32 tensor is 4.3 GB,
+  # 1,024x a [B, B] one. The loss and its gradient must stay within a few
+  # dozen [B, B] buffers.
+  b, dim = 1024, 128
+  args = (
+      jax.ShapeDtypeStruct((b, dim), jnp.float32),
+      jax.ShapeDtypeStruct((b,), jnp.int32),
+      jax.ShapeDtypeStruct((b,), jnp.bool_),
+      0.2,
+  )
+  compiled = _loss_and_grad(name).lower(*args).compile()
+  temp = compiled.memory_analysis().temp_size_in_bytes
+  assert temp < 32 * b * b * 4, temp / (b * b * 4)

@@ -30,6 +30,43 @@ finite (zero) gradients instead of NaN.
 
 Distances are *squared* Euclidean. Besides matching the FaceNet paper this
 keeps gradients finite at zero distance, which a plain ``sqrt`` would not.
+
+Scale. The FaceNet paper mines semi-hard negatives in batches of ~1,800
+(about 40 faces per identity). Batch-all and semi-hard never form the
+``[B, B, B]`` triplet cube (23 GB as float32 at B = 1,800; the compiled
+loss and gradient of the cube version need 47 GB there, 3 TB at 7,200):
+each anchor's negative distances are sorted once, and every anchor-positive
+pair is resolved by a binary search in its anchor's sorted row (plus a
+prefix sum for batch-all). Time is ``O(B^2 log B)``, memory ``O(B^2)``: on
+one XLA:CPU device, ``value_and_grad`` of either loss needs 0.19-0.20 GB at
+B = 1,800 and 3.1-3.2 GB at B = 7,200 (``memory_analysis``: temp + argument
++ output), batch-hard 0.07 and 1.4 GB. Values, counts and gradients are
+those of the cube formulation, ties included (see ``benchmarks/README.md``,
+"Triplet mining at scale", and ``tests/triplet_losses_test.py``). The sort
+has a custom VJP (:func:`_sort_rows`), so these two losses support reverse
+mode (``jax.grad``, ``jax.vjp``) but not forward mode (``jax.jvp``,
+``jax.jacfwd``); the trainer only uses the former.
+
+Sharding. The trainer jits the loss on the global ``[B, D]`` embedding
+matrix whose rows are sharded over a 1-D ``"data"`` mesh; nothing in this
+module names a mesh. XLA's SPMD partitioner all-gathers the (transposed)
+embeddings ``[D, B]`` (1,800 x 128 x 4 B = 0.9 MB; 3.7 MB at 7,200) and the
+labels, mask and squared norms (``[B]`` each, the norms read off the Gram
+diagonal), and each of the ``n``
+devices computes only its own row block ``[B/n, B]`` of the distance
+matrix. Everything after that is per anchor, i.e. per row: the sort, the
+binary searches and the prefix sums run on that block with no further
+communication. Only the scalar sums behind the loss and metrics are
+all-reduced, and in the backward pass the ``[B, D]`` partial gradient of the
+gathered embeddings (plus a ``[B]`` one for the squared norms) is
+all-reduced. Per-device memory is therefore ~1/n of the single-device
+figure: on a 4-device mesh, loss and gradient need 0.05 GB per device at
+B = 1,800 and 0.79-0.80 GB at B = 7,200 (0.29 for batch-hard); the
+distance block is ``[450, 1800]`` resp. ``[1800, 7200]`` float32. This was
+read from the HLO of ``jax.jit(...).lower(...).compile()`` on 4 fake CPU
+devices (``XLA_FLAGS=--xla_force_host_platform_device_count=4``: the dot
+output and the sort operand are ``[B/4, B]``, and the only collectives are
+the ones named above), which ``benchmarks/mining_bench.py`` prints.
 """
 
 from __future__ import annotations
@@ -182,6 +219,153 @@ def _hinge_loss(raw, valid, dist, pos_mask, neg_mask, *, divide_by_active: bool)
   return loss, _metrics(dist, pos_mask, neg_mask, num_valid, num_active)
 
 
+def _float_sort_keys(x):
+  """Same-width ints whose order is the float order of ``x`` (an involution).
+
+  ``jnp.sort`` on floats compares through a total-order comparator that
+  XLA:CPU runs about 5x slower than a plain integer sort (565 against 116
+  ms for 1,800 rows of 1,800), so rows are sorted as integers: for a
+  non-negative float the IEEE bit pattern already orders like the value;
+  negative floats get their magnitude bits flipped.
+  """
+  int_dtype = jnp.dtype(f"int{jnp.dtype(x.dtype).itemsize * 8}")
+  bits = jax.lax.bitcast_convert_type(x, int_dtype)
+  return jnp.where(bits < 0, bits ^ jnp.iinfo(int_dtype).max, bits)
+
+
+def _sort_values(x):
+  """``jnp.sort(x, axis=-1)``, exactly, as an integer sort of :func:`_float_sort_keys`."""
+  keys = jnp.sort(_float_sort_keys(x), axis=-1)
+  keys = jnp.where(keys < 0, keys ^ jnp.iinfo(keys.dtype).max, keys)
+  return jax.lax.bitcast_convert_type(keys, x.dtype)
+
+
+@jax.custom_vjp
+def _sort_rows(x):
+  """``jnp.sort(x, axis=-1)`` for ``[R, N]`` float (no NaN), with a tie-symmetric gradient.
+
+  The cotangent of a sorted position goes to the input element(s) holding
+  that value; when several inputs are tied, each gets the *mean* cotangent
+  of the tied run of sorted positions. This is the convention of the JVP
+  of ``jnp.min``/``jnp.max`` (which split the derivative equally between
+  tied extrema), so a loss that reads one sorted position splits its
+  gradient between tied negatives exactly as the ``[B, B, B]`` min/max
+  formulation did; ``jnp.sort``'s own rule would give it all to one of
+  them. Being a single-operand integer sort, it also carries no
+  permutation: the backward pass finds each input's run by binary search.
+  """
+  return _sort_values(x)
+
+
+def _sort_rows_fwd(x):
+  sorted_x = _sort_values(x)
+  return sorted_x, (x, sorted_x)
+
+
+def _sort_rows_bwd(residuals, cotangent):
+  x, sorted_x = residuals
+  n = sorted_x.shape[-1]
+  # Runs of equal values: run_sum[k] sums the cotangent from k's run start
+  # to k (a segmented prefix sum, so untied positions get their own
+  # cotangent back exactly), and run_last[k] is the last position of k's run.
+  differs = sorted_x[:, 1:] != sorted_x[:, :-1]
+  edge = jnp.ones_like(differs[:, :1])
+  starts_run = jnp.concatenate([edge, differs], axis=1)
+  ends_run = jnp.concatenate([differs, edge], axis=1)
+
+  def segmented_add(a, b):
+    return a[0] | b[0], jnp.where(b[0], b[1], a[1] + b[1])
+
+  _, run_sum = jax.lax.associative_scan(segmented_add, (starts_run, cotangent), axis=1)
+  positions = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), sorted_x.shape)
+  run_last = jax.lax.cummin(jnp.where(ends_run, positions, n), axis=1, reverse=True)
+
+  first = _prefix_length(sorted_x, lambda s: s < x, n)  # Run start of each x[r, j].
+  last = jnp.take_along_axis(run_last, first, axis=1, mode="clip")
+  total = jnp.take_along_axis(run_sum, last, axis=1, mode="clip")
+  return (total / (last - first + 1).astype(total.dtype),)
+
+
+_sort_rows.defvjp(_sort_rows_fwd, _sort_rows_bwd)
+
+
+def _sorted_negatives(dist, neg_mask):
+  """Each anchor's negative distances, sorted ascending.
+
+  Returns ``(sorted_neg [B, B], num_neg [B] int32)``: row ``a`` holds the
+  ``num_neg[a]`` distances ``d(a, n)`` of its negatives in ascending order,
+  then ``+inf`` in place of every non-negative (positives, itself, padded
+  rows), which therefore sort last and fail every ``d < t`` test. This sort
+  and one binary search per anchor-positive pair are the ``O(B^2 log B)``
+  time, ``O(B^2)`` memory replacement of the ``[B, B, B]`` triplet cube.
+  """
+  inf = jnp.asarray(jnp.inf, dist.dtype)
+  sorted_neg = _sort_rows(jnp.where(neg_mask, dist, inf))
+  return sorted_neg, jnp.sum(neg_mask, axis=-1, dtype=jnp.int32)
+
+
+def _prefix_length(sorted_rows, holds, num_queries: int):
+  """Vectorised binary search over sorted rows.
+
+  Args:
+    sorted_rows: ``[R, N]`` float, each row ascending.
+    holds: maps ``values [R, Q]`` (for query ``q`` of row ``r``, some entry
+      of row ``r``) to bool ``[R, Q]``. For each query it must be monotone
+      along the row: True on a prefix, then False.
+    num_queries: ``Q``.
+
+  Returns:
+    ``[R, Q]`` int32 in ``[0, N]``: the length of the prefix on which
+    ``holds`` is True. With ``holds = lambda s: s <= t`` this is
+    ``searchsorted(row, t, side="right")``. An arbitrary predicate is taken
+    instead of a threshold so that batch-all can count with the *same*
+    float expression ``d_ap - d_an + margin > 0`` as the loss, and not with
+    ``d_an < d_ap + margin``, which rounds differently at the boundary.
+    No gradient flows through the result (an integer).
+  """
+  rows, n = sorted_rows.shape
+  sorted_rows = jax.lax.stop_gradient(sorted_rows)
+  bits = n.bit_length()
+
+  # Branchless: try to extend the prefix by each power of two, largest
+  # first; ceil(log2(n + 1)) steps reach any length in 0..n. A fori_loop,
+  # not unrolled: XLA:CPU then reuses one set of [R, Q] buffers (the
+  # unrolled loop needed ~3x the temporary memory and was no faster).
+  def extend(i, length):
+    candidate = length + jnp.left_shift(1, bits - 1 - i)
+    value = jnp.take_along_axis(
+        sorted_rows, jnp.minimum(candidate, n) - 1, axis=1, mode="promise_in_bounds"
+    )
+    return jnp.where((candidate <= n) & holds(value), candidate, length)
+
+  return jax.lax.fori_loop(0, bits, extend, jnp.zeros((rows, num_queries), jnp.int32))
+
+
+def _centred_prefix_sums(sorted_neg, num_neg):
+  """Exclusive prefix sums of each row's sorted negative distances.
+
+  Returns ``(prefix [B, B + 1], centre [B, 1])`` with
+  ``prefix[a, k] = sum_{j < k} (sorted_neg[a, j] - centre[a])``, so the sum
+  of the ``k`` smallest negative distances of ``a`` is
+  ``prefix[a, k] + k * centre[a]``.
+
+  The ``+inf`` tail is replaced by 0 (a prefix of negatives never reaches
+  it, and ``inf - inf`` would poison the gradient). Each row is centred on
+  its median negative (without gradient; it cancels mathematically) to keep
+  the float32 sums small: uncentred, 7,200 distances near 2 sum to ~1.4e4,
+  whose rounding step (1e-3) would be a visible part of a hinge sum.
+  """
+  batch = sorted_neg.shape[-1]
+  in_row = jnp.arange(batch)[None, :] < num_neg[:, None]
+  median = jnp.take_along_axis(
+      sorted_neg, jnp.maximum(num_neg - 1, 0)[:, None] // 2, axis=1, mode="clip"
+  )
+  centre = jax.lax.stop_gradient(jnp.where(num_neg[:, None] > 0, median, 0.0))
+  centred = jnp.where(in_row, sorted_neg - centre, jnp.zeros_like(sorted_neg))
+  prefix = jnp.cumsum(centred, axis=-1)
+  return jnp.pad(prefix, ((0, 0), (1, 0))), centre
+
+
 def batch_all_triplet_loss(
     embeddings: jax.Array,
     labels: jax.Array,
@@ -202,7 +386,17 @@ def batch_all_triplet_loss(
   zero, whereas averaging over the active ones keeps its scale tied to the
   triplets that still carry signal.
 
-  Materialises a ``[B, B, B]`` tensor, so memory is cubic in the batch size.
+  No ``[B, B, B]`` tensor is formed. For a fixed ``(a, p)`` the active
+  negatives are exactly the ``c`` nearest negatives of ``a`` (the hinge is
+  decreasing in ``d(a,n)``), so with each anchor's negatives sorted once,
+  ``c`` comes from a binary search and the hinge sum over negatives is
+  ``c * (d(a,p) + margin) - (sum of the c smallest d(a,n))``, read from a
+  prefix sum. Memory is ``O(B^2)``, time ``O(B^2 log B)``. The value,
+  counts and gradient equal those of the explicit sum over triplets (up to
+  float rounding of the sums): each active triplet contributes ``+1`` to
+  ``d(a,p)``'s and ``-1`` to ``d(a,n)``'s derivative, divided by the number
+  of active triplets. Tied negatives are either all active or all not, so
+  ties need no special care.
 
   Args:
     embeddings: ``[B, D]`` float32.
@@ -213,14 +407,27 @@ def batch_all_triplet_loss(
   Returns:
     ``(loss, metrics)``: scalar loss; ``num_valid_triplets`` and
     ``num_active_triplets`` count triplets, ``fraction_active`` is their
-    ratio (0 when there are no valid triplets).
+    ratio (0 when there are no valid triplets). The int32 counts overflow
+    beyond 2^31 valid triplets (e.g. B = 7,200 with more than 42 images per
+    identity).
   """
   dist, pos_mask, neg_mask = _prepare(embeddings, labels, mask)
-  # valid[a, p, n] = pos(a, p) & neg(a, n); neg(a, n) already implies n != a
-  # and n != p (different label from a, hence from p).
-  valid = pos_mask[:, :, None] & neg_mask[:, None, :]
-  raw = dist[:, :, None] - dist[:, None, :] + margin
-  return _hinge_loss(raw, valid, dist, pos_mask, neg_mask, divide_by_active=True)
+  sorted_neg, num_neg = _sorted_negatives(dist, neg_mask)
+  batch = dist.shape[0]
+  d_ap = jax.lax.stop_gradient(dist)
+  # num_active_neg[a, p]: how many negatives of `a` give (a, p, n) a positive
+  # hinge; the +inf tail never does.
+  num_active_neg = _prefix_length(sorted_neg, lambda d_an: d_ap - d_an + margin > 0.0, batch)
+  prefix, centre = _centred_prefix_sums(sorted_neg, num_neg)
+  # Sum of the num_active_neg nearest d(a,n), less num_active_neg * centre.
+  nearest_sum = jnp.take_along_axis(prefix, num_active_neg, axis=1, mode="clip")
+  hinge_sum = num_active_neg.astype(dist.dtype) * (dist + margin - centre) - nearest_sum
+  hinge_sum = jnp.where(pos_mask, hinge_sum, jnp.zeros_like(hinge_sum))
+
+  num_valid = jnp.sum(jnp.where(pos_mask, num_neg[:, None], 0), dtype=jnp.int32)
+  num_active = jnp.sum(jnp.where(pos_mask, num_active_neg, 0), dtype=jnp.int32)
+  loss = jnp.sum(hinge_sum) / jnp.maximum(num_active, 1).astype(dist.dtype)
+  return loss, _metrics(dist, pos_mask, neg_mask, num_valid, num_active)
 
 
 def semi_hard_triplet_loss(
@@ -251,6 +458,13 @@ def semi_hard_triplet_loss(
   the denominator). Unlike TF, pairs whose anchor has no valid negative at
   all are excluded instead of being scored against a meaningless fill value.
 
+  Each anchor's negatives are sorted once; the nearest farther negative is
+  then a binary search for ``d(a,p)`` in that row, so memory is ``O(B^2)``
+  and time ``O(B^2 log B)``. When several negatives are tied at the chosen
+  distance, the gradient is split equally between them (see
+  :func:`_sort_rows`), as the JVP of ``jnp.min``/``jnp.max`` in the
+  ``[B, B, B]`` formulation did.
+
   Args:
     embeddings: ``[B, D]`` float32.
     labels: ``[B]`` int32 identity ids.
@@ -264,14 +478,19 @@ def semi_hard_triplet_loss(
     positive loss, ``fraction_active`` their ratio.
   """
   dist, pos_mask, neg_mask = _prepare(embeddings, labels, mask)
-  d_ap = dist[:, :, None]  # [a, p, 1]
-  d_an = dist[:, None, :]  # [a, 1, n]
-  farther = neg_mask[:, None, :] & (d_an > d_ap)  # [a, p, n]
-  nearest_farther, has_farther = _masked_min(
-      jnp.broadcast_to(d_an, farther.shape), farther, axis=-1
-  )  # [a, p]
-  largest_neg, has_neg = _masked_max(dist, neg_mask, axis=-1)  # [a]
-  chosen = jnp.where(has_farther, nearest_farther, largest_neg[:, None])
+  sorted_neg, num_neg = _sorted_negatives(dist, neg_mask)
+  batch = dist.shape[0]
+  has_neg = num_neg > 0
+  last = jnp.maximum(num_neg - 1, 0)[:, None]  # [a, 1]: the largest negative.
+  d_ap = jax.lax.stop_gradient(dist)
+
+  # first_farther[a, p]: sorted position of the nearest negative with
+  # d(a,n) > d(a,p), or num_neg[a] if there is none.
+  first_farther = _prefix_length(sorted_neg, lambda d_an: d_an <= d_ap, batch)
+  has_farther = first_farther < num_neg[:, None]
+  chosen_pos = jnp.where(has_farther, first_farther, last)
+  chosen = jnp.take_along_axis(sorted_neg, chosen_pos, axis=1, mode="clip")  # [a, p]
+  chosen = jnp.where(has_neg[:, None], chosen, jnp.zeros_like(chosen))
 
   pair_valid = pos_mask & has_neg[:, None]
   raw = dist - chosen + margin
