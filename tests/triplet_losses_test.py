@@ -580,8 +580,8 @@ def ref_dense(name, x, labels, mask, margin):
   return loss, metrics, np.where(mask[:, None], grad, 0.0)
 
 
-def _ref_ties(x, labels, mask, margin):
-  """What a batch exercises: counts of tied choices and of exact kinks."""
+def _ref_pairs(x, labels, mask):
+  """float64 squared distances [B, B] and the valid/positive/negative pair masks."""
   x = np.where(mask[:, None], np.asarray(x, np.float64), 0.0)
   diff = x[:, None, :] - x[None, :, :]
   d = np.sum(diff * diff, axis=-1)
@@ -590,6 +590,12 @@ def _ref_ties(x, labels, mask, margin):
   same = labels[:, None] == labels[None, :]
   pos = both & same & ~np.eye(b, dtype=bool)
   neg = both & ~same
+  return d, b, both, pos, neg
+
+
+def _ref_ties(x, labels, mask, margin):
+  """What a batch exercises: counts of tied choices and of exact kinks."""
+  d, b, both, pos, neg = _ref_pairs(x, labels, mask)
   triplet = pos[:, :, None] & neg[:, None, :]
   raw = d[:, :, None] - d[:, None, :] + margin
   farther = neg[:, None, :] & (d[:, None, :] > d[:, :, None])
@@ -613,14 +619,7 @@ def _ref_ties(x, labels, mask, margin):
 
 def _kink_gap_dense(x, labels, mask, margin):
   """Vectorised :func:`_kink_gap` (distance to the nearest tie or relu kink)."""
-  x = np.where(mask[:, None], np.asarray(x, np.float64), 0.0)
-  diff = x[:, None, :] - x[None, :, :]
-  d = np.sum(diff * diff, axis=-1)
-  b = len(labels)
-  both = mask[:, None] & mask[None, :]
-  same = labels[:, None] == labels[None, :]
-  pos = both & same & ~np.eye(b, dtype=bool)
-  neg = both & ~same
+  d, b, both, pos, neg = _ref_pairs(x, labels, mask)
   gap = np.inf
   for a in np.flatnonzero(mask):
     row = np.sort(d[a, both[a] & (np.arange(b) != a)])
