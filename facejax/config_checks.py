@@ -33,8 +33,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from facejax import models
-from facejax.data import image_check, input_pipeline
+from facejax import models, optimizers
+from facejax.data import datasets, image_check, input_pipeline
 from facejax.evaluation import lfw_eval
 from facejax.losses import classification, objective, triplet
 
@@ -51,15 +51,11 @@ class ConfigError(ValueError):
     super().__init__(message)
 
 
-# Allowed values that the reading code spells out inline, with no constant to import.
-OPTIMIZERS = ("adagrad", "adam", "adamw", "sgd")  # optimizers.create_optimizer
-SCHEDULES = ("constant", "cosine", "step")  # optimizers.create_learning_rate_schedule
-STANDARDIZATIONS = ("fixed", "prewhiten")  # input_pipeline.Preprocessing
-SOURCES = ("folder", "tfds")  # datasets.build_train_source
-# lfw_eval.embed_table treats any flip other than "none"/"concat" as "average",
-# so a misspelt flip would be scored silently with the wrong embeddings.
-DISTANCES = ("euclidean", "cosine")
-FLIPS = ("none", "concat", "average")
+# Allowed values, from the modules that read them.
+OPTIMIZERS, SCHEDULES = optimizers.OPTIMIZERS, optimizers.SCHEDULES
+STANDARDIZATIONS = input_pipeline.STANDARDIZATIONS
+SOURCES = datasets.SOURCES
+DISTANCES, FLIPS = lfw_eval.DISTANCES, lfw_eval.FLIPS
 LOSSES = tuple(triplet.TRIPLET_LOSSES) + tuple(classification.CLASSIFICATION_LOSSES)
 
 

@@ -3,6 +3,9 @@
 import ml_collections
 import optax
 
+OPTIMIZERS = ("adagrad", "adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "step")
+
 
 def create_learning_rate_schedule(cfg: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
   """constant | cosine | step (x`decay_factor` at `boundaries`), with linear warm-up."""

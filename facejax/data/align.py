@@ -254,15 +254,6 @@ def _read_records(csv_path: pathlib.Path) -> dict[str, dict]:
     return {row["path"]: row for row in csv.DictReader(f)}
 
 
-def _image_files(root: pathlib.Path) -> list[str]:
-  from facejax.data.identity_folder import IMAGE_EXTENSIONS
-  files = []
-  for identity in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-    files += [f"{identity.name}/{f.name}" for f in sorted(identity.iterdir())
-              if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".")]
-  return files
-
-
 def align_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike, spec: AlignSpec,
                  *, workers: int | None = None, files: Iterable[str] | None = None) -> dict:
   """Aligns `<input_dir>/<identity>/<image>` into the same layout under `output_dir`.
@@ -286,7 +277,9 @@ def align_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike, sp
     raise ValueError(f"{out_root} was aligned with a different spec ({spec_path}): "
                      f"use another --output_dir")
   spec_path.write_text(json.dumps(spec_json, indent=1))
-  files = list(files) if files is not None else _image_files(src_root)
+  if files is None:
+    from facejax.data.identity_folder import scan_identity_folder
+    files = scan_identity_folder(src_root).paths
 
   def done(rel):
     r = records.get(rel)

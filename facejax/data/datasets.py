@@ -19,6 +19,9 @@ from facejax.data import image_check
 from facejax.data.paths import resolve_data_dir
 
 
+SOURCES = ("folder", "tfds")  # an identity folder, or its prepared TFDS copy
+
+
 @dataclasses.dataclass
 class TrainSource:
   table: input_pipeline.ImageTable

@@ -17,6 +17,8 @@ import tensorflow as tf
 # accelerator memory that JAX needs.
 tf.config.set_visible_devices([], "GPU")
 
+STANDARDIZATIONS = ("fixed", "prewhiten")  # (x - 127.5) / 128 | per-image whitening
+
 
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
@@ -35,7 +37,7 @@ class Preprocessing:
   random_crop: bool = True
 
   def __post_init__(self):
-    if self.standardization not in ("fixed", "prewhiten"):
+    if self.standardization not in STANDARDIZATIONS:
       raise ValueError(
           f"config.data.standardization={self.standardization!r}: use 'fixed' or 'prewhiten'")
     if any(r < i for r, i in zip(self.resize_size, self.image_size)):

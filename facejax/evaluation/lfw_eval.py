@@ -25,6 +25,10 @@ from facejax.evaluation import metrics as metrics_lib
 from facejax.models import create_model
 
 PROTOCOLS = ("view2", "dev_test", "dev_train")
+DISTANCES = ("euclidean", "cosine")
+# `embed_table` treats any flip other than "none"/"concat" as "average", so the
+# config checks hold a misspelt flip to this list.
+FLIPS = ("none", "concat", "average")
 
 
 @dataclasses.dataclass(frozen=True)
