@@ -68,6 +68,11 @@ def checkpoint_meta(config: ml_collections.ConfigDict, step: int, *, lr_scale: f
           "step": int(step), "lr_scale": float(lr_scale), "rollbacks": int(rollbacks)}
 
 
+# Model keys that change how the arrays are used, not what they are: a
+# fine-tune may raise the dropout of imported weights or compute in bf16.
+_RUNTIME_MODEL_KEYS = frozenset({"dtype", "dropout_rate", "bn_momentum"})
+
+
 def check_compatible(meta: dict[str, Any], config: ml_collections.ConfigDict, where: str):
   """Raises IncompatibleCheckpointError if `meta` disagrees with `config.model`."""
   saved = meta.get("model", {})
@@ -79,7 +84,7 @@ def check_compatible(meta: dict[str, Any], config: ml_collections.ConfigDict, wh
           f"checkpoint {where} has model.{key}={saved.get(key)!r} but the config asks for "
           f"model.{key}={want.get(key)!r}")
   diffs = {k: (saved.get(k), want.get(k)) for k in set(saved) | set(want)
-           if k != "dtype" and saved.get(k) != want.get(k)}
+           if k not in _RUNTIME_MODEL_KEYS and saved.get(k) != want.get(k)}
   if diffs:
     raise IncompatibleCheckpointError(
         f"checkpoint {where} was written for a different net: "

@@ -124,6 +124,9 @@ _TOP = {
     "checkpoint": _req(SECTION),
     "eval": _req(SECTION),
     "divergence": _opt(SECTION),
+    # A workdir whose newest checkpoint initialises the net of a fresh run
+    # (e.g. weights imported by facejax.convert); None: random init.
+    "init_from": _opt(STR, none_ok=True),
     "num_identities": _req(INT, minimum=1),
     "images_per_identity": _req(INT, minimum=1),
     "batch_size": _req(INT, minimum=1),

@@ -236,6 +236,26 @@ class DivergenceError(FloatingPointError):
     self.step, self.reason, self.last_good = step, reason, last_good
 
 
+def init_model_vars_from(config, source_workdir: str, target: dict) -> dict:
+  """{"params", "batch_stats"} of the newest good checkpoint of `source_workdir`.
+
+  Only the net travels: the optimizer state and step start afresh. A source
+  of another net or embedding size is refused, naming both.
+  """
+  manager = checkpointing.make_manager(source_workdir, read_only=True)
+  found = checkpointing.restore_latest_good(manager, source_workdir, config, target, None,
+                                            quarantine=False) if manager.all_steps() else None
+  manager.close()
+  if found is None:
+    raise FileNotFoundError(
+        f"config.init_from={source_workdir!r} holds no checkpoint: point it at a training "
+        f"workdir or at the output of `python -m facejax.convert --workdir=...`")
+  step, _, model_vars, _ = found
+  logging.info("Initialised the net from %s step %d", checkpointing.checkpoint_dir(source_workdir),
+               step)
+  return model_vars
+
+
 def restore_or_init(config, workdir, manager, model, tx, objective) -> tuple[TrainState, dict]:
   """The newest good checkpoint of `workdir` (or a fresh state), replicated; and its meta."""
   state = create_train_state(config, model, tx, jax.random.key(config.seed), objective)
@@ -243,6 +263,9 @@ def restore_or_init(config, workdir, manager, model, tx, objective) -> tuple[Tra
   found = checkpointing.restore_latest_good(manager, workdir, config, state.model_vars(),
                                             state.train_vars())
   if found is None:
+    if config.get("init_from"):
+      model_vars = init_model_vars_from(config, config.init_from, state.model_vars())
+      state = state.replace(params=model_vars["params"], batch_stats=model_vars["batch_stats"])
     return state, {}
   step, meta, model_vars, train_vars = found
   state = state.replace(params=model_vars["params"], batch_stats=model_vars["batch_stats"],

