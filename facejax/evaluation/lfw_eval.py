@@ -5,6 +5,9 @@ once (batched, jitted, sharded over the device mesh), computes pair distances
 and scores them with `facejax.evaluation.metrics` (threshold chosen on the
 other folds). Results go to `<workdir>/eval/lfw_<step>.json` (View 2) or
 `lfw_<protocol>_<step>.json`, with a ROC plot beside them.
+
+`evaluate_pair_set` is the part that does not care where pairs come from:
+`identity_pairs.evaluate_identity_folder` scores any identity folder with it.
 """
 
 import dataclasses
@@ -24,16 +27,95 @@ from facejax.data import datasets, input_pipeline, lfw
 from facejax.evaluation import metrics as metrics_lib
 from facejax.models import create_model
 
-PROTOCOLS = ("view2", "dev_test", "dev_train")
+# "view1" is LFW's own name for the development split; its test half (pairsDevTest.txt)
+# is the one people score on, so it stands for "dev_test".
+PROTOCOL_ALIASES = {"view1": "dev_test"}
+PROTOCOLS = ("view2", "dev_test", "dev_train", *PROTOCOL_ALIASES)
 DISTANCES = ("euclidean", "cosine")
 # `embed_table` treats any flip other than "none"/"concat" as "average", so the
 # config checks hold a misspelt flip to this list.
 FLIPS = ("none", "concat", "average")
+NUM_FOLDS = 10
+
+
+def canonical_protocol(protocol: str) -> str:
+  """"view1" -> "dev_test"; the other PROTOCOLS unchanged; anything else is an error."""
+  if protocol not in PROTOCOLS:
+    raise ValueError(f"protocol={protocol!r}: choose one of {PROTOCOLS}")
+  return PROTOCOL_ALIASES.get(protocol, protocol)
 
 
 @dataclasses.dataclass(frozen=True)
+class EvalOptions:
+  """The davidsandberg ablation switches of one evaluation (see `resolve`)."""
+  distance: str  # "euclidean" (squared L2) | "cosine"
+  flip: str  # "none" | "concat" (embedding of the image and of its mirror) | "average"
+  subtract_mean: bool  # centre on the other folds' mean embedding
+  standardization: str  # "fixed": (x - 127.5) / 128 | "prewhiten": per-image whitening
+
+  @classmethod
+  def resolve(cls, config: ml_collections.ConfigDict, *, distance: str | None = None,
+              flip: str | None = None, subtract_mean: bool | None = None,
+              standardization: str | None = None) -> "EvalOptions":
+    """Arguments that are not None override `config.eval.*` and `config.data.standardization`."""
+    ev = config.eval
+    options = cls(distance=distance or ev.distance, flip=flip or ev.flip,
+                  subtract_mean=ev.subtract_mean if subtract_mean is None else bool(subtract_mean),
+                  standardization=standardization or config.data.standardization)
+    for name, allowed in (("distance", DISTANCES), ("flip", FLIPS),
+                          ("standardization", input_pipeline.STANDARDIZATIONS)):
+      if getattr(options, name) not in allowed:
+        raise ValueError(f"{name}={getattr(options, name)!r}: choose one of {allowed}")
+    return options
+
+  def preprocessing(self, config: ml_collections.ConfigDict) -> input_pipeline.Preprocessing:
+    """`config.data`'s evaluation preprocessing with this standardisation."""
+    return dataclasses.replace(datasets.preprocessing(config.data, train=False),
+                               standardization=self.standardization)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PairSet:
+  """Verification pairs over a list of image files, each file embedded once.
+
+  Attributes:
+    paths: [I] image file paths.
+    index_a, index_b: [N] int64 rows of `paths` that each pair compares.
+    issame: [N] bool, True for a genuine pair.
+    folds: [N] int64 fold of each pair; a fold's threshold is chosen on the others.
+    replacements: row -> encoded image bytes read instead of that file (images that
+      TensorFlow would decode differently from Pillow, see `image_check.rgb_png_bytes`).
+  """
+  paths: list[str]
+  index_a: np.ndarray
+  index_b: np.ndarray
+  issame: np.ndarray
+  folds: np.ndarray
+  replacements: dict[int, bytes] = dataclasses.field(default_factory=dict)
+
+  @classmethod
+  def from_pairs(cls, pairs: list[lfw.Pair], folds: np.ndarray, image_path,
+                 replacements: dict[str, bytes] | None = None) -> "PairSet":
+    """From `lfw.Pair`s; `image_path(relpath)` locates a pair's image, `replacements`
+    is keyed by that relative path."""
+    images = lfw.unique_images(pairs)
+    row = {p: i for i, p in enumerate(images)}
+    replacements = replacements or {}
+    return cls(paths=[str(image_path(p)) for p in images],
+               index_a=np.array([row[p.path_a] for p in pairs], np.int64),
+               index_b=np.array([row[p.path_b] for p in pairs], np.int64),
+               issame=np.array([p.issame for p in pairs], bool),
+               folds=np.asarray(folds, np.int64),
+               replacements={row[p]: b for p, b in replacements.items() if p in row})
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class LfwEvalResult:
-  """What a notebook gets back from `evaluate_lfw`."""
+  """What a notebook gets back from `evaluate_lfw` / `evaluate_identity_folder`.
+
+  `pair_folds` [N] int, `pair_issame` [N] bool and `distances` [N] float64 are per
+  pair, in the order of the pairs file; None in a result rebuilt without them.
+  """
   protocol: str
   step: int | None
   distance: str
@@ -44,6 +126,13 @@ class LfwEvalResult:
   verification: metrics_lib.VerificationResult
   json_path: str | None
   roc_path: str | None
+  standardization: str = "fixed"
+  pair_folds: np.ndarray | None = None
+  pair_issame: np.ndarray | None = None
+  distances: np.ndarray | None = None
+  image_root: str | None = None  # the folder holding the identity folders
+  pairs_file: str | None = None  # the pairs read, or written for an identity folder
+  skipped: dict[str, str] = dataclasses.field(default_factory=dict)  # file -> why left out
 
   @property
   def accuracy(self) -> float:
@@ -56,17 +145,67 @@ class LfwEvalResult:
 
   def summary(self) -> str:
     v = self.verification
-    return (f"LFW {self.protocol} ({self.num_pairs} pairs, {self.distance}, flip={self.flip}): "
+    what = f"LFW {self.protocol}" if self.protocol in PROTOCOLS else f"{self.image_root}"
+    return (f"{what} ({self.num_pairs} pairs, {self.distance}, flip={self.flip}, "
+            f"{self.standardization}{', mean subtracted' if self.subtract_mean else ''}): "
             f"accuracy {v.accuracy_mean:.4f} ± {v.accuracy_std:.4f}, "
             f"VAL {v.val_mean:.4f} ± {v.val_std:.4f} @ FAR {v.far_mean:.5f}, "
             f"AUC {v.auc:.4f}, EER {v.eer:.4f}")
 
+  def fold_rows(self) -> list[dict[str, Any]]:
+    """One dict per fold (sorted fold labels): fold, pairs, same, diff (None without
+    `pair_folds`), threshold (chosen on the other folds), accuracy, val, far."""
+    v = self.verification
+    labels = (np.unique(self.pair_folds) if self.pair_folds is not None
+              else np.arange(len(v.fold_accuracies)))
+    rows = []
+    for k, label in enumerate(labels):
+      counts = dict.fromkeys(("pairs", "same", "diff"))
+      if self.pair_folds is not None and self.pair_issame is not None:
+        same = self.pair_issame[self.pair_folds == label]
+        counts = {"pairs": int(same.size), "same": int(same.sum()), "diff": int((~same).sum())}
+      rows.append({"fold": int(label), **counts, "threshold": float(v.fold_thresholds[k]),
+                   "accuracy": float(v.fold_accuracies[k]), "val": float(v.fold_vals[k]),
+                   "far": float(v.fold_fars[k])})
+    return rows
+
+  def fold_table(self) -> str:
+    """The per-fold table as text, ending with a mean ± std (population std) row."""
+    rows = self.fold_rows()
+    counts, rates = ("pairs", "same", "diff"), {"threshold": 3, "accuracy": 4, "val": 4, "far": 5}
+    count = lambda n: "-" if n is None else str(n)
+    lines = [[str(r["fold"])] + [count(r[c]) for c in counts]
+             + [f"{r[c]:.{d}f}" for c, d in rates.items()] for r in rows]
+    totals = [None if rows[0][c] is None else sum(r[c] for r in rows) for c in counts]
+    spread = lambda x, d: f"{np.mean(x):.{d}f} ± {np.std(x):.{d}f}"
+    last = (["mean ± std"] + [count(t) for t in totals]
+            + [spread([r[c] for r in rows], d) for c, d in rates.items()])
+    header = ["fold", *counts, "threshold", "accuracy", "VAL", "FAR"]
+    widths = [max(len(line[i]) for line in [header, *lines, last]) for i in range(len(header))]
+    fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                  for i, (c, w) in enumerate(zip(cells, widths)))
+    rule = "-" * len(fmt(header))
+    return "\n".join([fmt(header), rule, *map(fmt, lines), rule, fmt(last)])
+
   def to_dict(self) -> dict[str, Any]:
     d = {k: getattr(self, k) for k in ("protocol", "step", "distance", "flip", "subtract_mean",
-                                        "num_pairs", "num_images")}
+                                        "standardization", "num_pairs", "num_images",
+                                        "image_root", "pairs_file", "skipped")}
     d.update(self.scalars())
     d["verification"] = self.verification.to_dict()
+    d["folds"] = self.fold_rows()
     return d
+
+
+def deal_folds(issame: np.ndarray, num_folds: int = NUM_FOLDS) -> np.ndarray:
+  """[N] bool -> [N] int fold of each pair: each class dealt in order into `num_folds`
+  consecutive blocks, so every fold holds about N_same/num_folds of each class."""
+  issame = np.asarray(issame, bool)
+  folds = np.zeros(len(issame), np.int64)
+  for same in (True, False):
+    idx = np.flatnonzero(issame == same)
+    folds[idx] = np.arange(len(idx)) * num_folds // max(len(idx), 1)
+  return folds
 
 
 def load_pairs(root, protocol: str) -> tuple[list[lfw.Pair], np.ndarray]:
@@ -74,19 +213,14 @@ def load_pairs(root, protocol: str) -> tuple[list[lfw.Pair], np.ndarray]:
 
   View 2 keeps the file's ten folds. View 1 files are one block of N matched
   then N mismatched pairs, so consecutive blocks would hold one class only;
-  we deal each half round-robin into 10 folds (N/10 same + N/10 different).
+  we deal each half into 10 folds (N/10 same + N/10 different).
   """
+  protocol = canonical_protocol(protocol)
   if protocol == "view2":
     pairs = lfw.view2_pairs(root)
     return pairs, np.array([p.fold for p in pairs])
-  if protocol in ("dev_test", "dev_train"):
-    pairs = lfw.view1_pairs(root, protocol.split("_")[1])
-    folds = np.zeros(len(pairs), int)
-    for same in (True, False):
-      idx = np.flatnonzero([p.issame == same for p in pairs])
-      folds[idx] = np.arange(len(idx)) * 10 // len(idx)
-    return pairs, folds
-  raise ValueError(f"protocol={protocol!r}: choose one of {PROTOCOLS}")
+  pairs = lfw.view1_pairs(root, protocol.split("_")[1])
+  return pairs, deal_folds(np.array([p.issame for p in pairs]))
 
 
 def restore_model_vars(config: ml_collections.ConfigDict, workdir: str, step: int | None,
@@ -189,11 +323,67 @@ def fold_distances(emb_a, emb_b, folds, distance, subtract_mean) -> np.ndarray:
   return out
 
 
+def evaluate_pair_set(config: ml_collections.ConfigDict, pair_set: PairSet, *, variables: dict,
+                      options: EvalOptions, protocol: str, step: int | None = None,
+                      out_dir: str | None = None, stem: str | None = None, title: str | None = None,
+                      model=None, **provenance) -> LfwEvalResult:
+  """Embeds `pair_set`'s images, scores its pairs fold by fold, writes JSON + ROC.
+
+  Args:
+    variables: {"params", "batch_stats"} of `config.model`.
+    protocol: the name the result carries ("view2", "identity_folder", ...).
+    out_dir, stem: write `<out_dir>/<stem>.json` and `<stem>_roc.png` (process 0
+      only); nothing is written when `out_dir` is None.
+    provenance: image_root, pairs_file, skipped for the result.
+  """
+  model = model or create_model(config.model)
+  table = input_pipeline.ImageTable(pair_set.paths, replacements=pair_set.replacements)
+  emb = embed_table(model, variables, table, options.preprocessing(config),
+                    config.eval.batch_size, options.flip)
+  dist = fold_distances(emb[pair_set.index_a], emb[pair_set.index_b], pair_set.folds,
+                        options.distance, options.subtract_mean)
+  verification = metrics_lib.evaluate_verification(dist, pair_set.issame, folds=pair_set.folds,
+                                                   far_target=config.eval.far_target)
+  json_path = roc_path = None
+  if out_dir:
+    epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
+    json_path = os.path.join(out_dir, stem + ".json")
+    roc_path = os.path.join(out_dir, stem + "_roc.png")
+  result = LfwEvalResult(
+      protocol=protocol, step=step, num_pairs=len(dist), num_images=len(pair_set.paths),
+      verification=verification, json_path=json_path, roc_path=roc_path,
+      pair_folds=pair_set.folds, pair_issame=pair_set.issame, distances=dist,
+      **dataclasses.asdict(options), **provenance)
+  if json_path and jax.process_index() == 0:
+    epath.Path(json_path).write_text(json.dumps(result.to_dict(), indent=1))
+    metrics_lib.plot_roc({f"step {step}": (verification.roc_fpr, verification.roc_tpr)},
+                         roc_path, title=title or f"LFW {protocol}")
+  return result
+
+
+def model_and_variables(config: ml_collections.ConfigDict, workdir: str | None,
+                        step: int | None, variables: dict | None):
+  """(model, variables, step): `variables` as given, else restored from `workdir`."""
+  model = create_model(config.model)
+  if variables is None:
+    if workdir is None:
+      raise ValueError("evaluation needs `workdir` (to restore a checkpoint) or `variables`")
+    variables, step = restore_model_vars(config, workdir, step, model)
+  return model, variables, step
+
+
+def eval_dir(workdir: str | None, out_dir: str | None) -> str | None:
+  """Where results go: `out_dir`, else `<workdir>/eval`, else nowhere (None)."""
+  if out_dir or workdir:
+    return str(out_dir or checkpointing.workdir_path(workdir) / "eval")
+  return None
+
+
 def evaluate_lfw(config: ml_collections.ConfigDict, *, workdir: str | None = None,
                  step: int | None = None, variables: dict | None = None,
                  protocol: str = "view2", distance: str | None = None, flip: str | None = None,
-                 subtract_mean: bool | None = None, out_dir: str | None = None,
-                 write: bool = True) -> LfwEvalResult:
+                 subtract_mean: bool | None = None, standardization: str | None = None,
+                 out_dir: str | None = None, write: bool = True) -> LfwEvalResult:
   """Scores a model on LFW pairs with the 10-fold protocol.
 
   Args:
@@ -201,48 +391,23 @@ def evaluate_lfw(config: ml_collections.ConfigDict, *, workdir: str | None = Non
     workdir: where checkpoints live; results go to `<workdir>/eval` unless `out_dir`.
     step: checkpoint step to restore (default: latest). Ignored with `variables`.
     variables: {"params", "batch_stats"} already in memory (e.g. from the trainer).
-    protocol: "view2" (pairs.txt, 10 folds), "dev_test" or "dev_train" (View 1).
+    protocol: "view2" (pairs.txt, 10 folds), "dev_test" (alias "view1") or "dev_train".
     distance, flip, subtract_mean: override `config.eval.*` ("euclidean"|"cosine",
       "none"|"concat"|"average", bool).
+    standardization: overrides `config.data.standardization` ("fixed"|"prewhiten").
   """
-  ev = config.eval
-  distance = distance or ev.distance
-  flip = flip or ev.flip
-  subtract_mean = ev.subtract_mean if subtract_mean is None else subtract_mean
-  model = create_model(config.model)
-  if variables is None:
-    if workdir is None:
-      raise ValueError("evaluate_lfw needs `workdir` (to restore a checkpoint) or `variables`")
-    variables, step = restore_model_vars(config, workdir, step, model)
+  protocol = canonical_protocol(protocol)
+  options = EvalOptions.resolve(config, distance=distance, flip=flip, subtract_mean=subtract_mean,
+                                standardization=standardization)
+  model, variables, step = model_and_variables(config, workdir, step, variables)
   root = datasets.lfw_root(config.data)
   pairs, folds = load_pairs(root, protocol)
   image_root = datasets.lfw_image_root(config.data)
   lfw.check_images_exist(image_root, pairs)
-  images = lfw.unique_images(pairs)
-  table = input_pipeline.ImageTable([str(lfw.image_path(image_root, p)) for p in images])
-  emb = embed_table(model, variables, table, datasets.preprocessing(config.data, train=False),
-                    ev.batch_size, flip)
-  row = {p: i for i, p in enumerate(images)}
-  ia = np.array([row[p.path_a] for p in pairs])
-  ib = np.array([row[p.path_b] for p in pairs])
-  issame = np.array([p.issame for p in pairs])
-  dist = fold_distances(emb[ia], emb[ib], folds, distance, subtract_mean)
-  verification = metrics_lib.evaluate_verification(dist, issame, folds=folds,
-                                                   far_target=ev.far_target)
-  json_path = roc_path = None
-  if write and (out_dir or workdir):
-    out_dir = str(out_dir or checkpointing.workdir_path(workdir) / "eval")
-    epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
-    tag = f"{step}" if step is not None else "latest"
-    stem = f"lfw_{tag}" if protocol == "view2" else f"lfw_{protocol}_{tag}"
-    json_path = os.path.join(out_dir, stem + ".json")
-    roc_path = os.path.join(out_dir, stem + "_roc.png")
-  result = LfwEvalResult(protocol=protocol, step=step, distance=distance, flip=flip,
-                         subtract_mean=subtract_mean, num_pairs=len(pairs),
-                         num_images=len(images), verification=verification,
-                         json_path=json_path, roc_path=roc_path)
-  if json_path and jax.process_index() == 0:
-    epath.Path(json_path).write_text(json.dumps(result.to_dict(), indent=1))
-    metrics_lib.plot_roc({f"step {step}": (verification.roc_fpr, verification.roc_tpr)},
-                         roc_path, title=f"LFW {protocol}")
-  return result
+  pair_set = PairSet.from_pairs(pairs, folds, lambda p: lfw.image_path(image_root, p))
+  tag = f"{step}" if step is not None else "latest"
+  return evaluate_pair_set(
+      config, pair_set, variables=variables, options=options, protocol=protocol, step=step,
+      out_dir=eval_dir(workdir, out_dir) if write else None, model=model,
+      stem=f"lfw_{tag}" if protocol == "view2" else f"lfw_{protocol}_{tag}",
+      image_root=str(image_root), pairs_file=os.path.join(root, lfw.PAIRS_FILES[protocol]))
