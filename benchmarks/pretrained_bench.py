@@ -26,11 +26,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
 import jax  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from facejax import convert  # noqa: E402
-from facejax.models import InceptionResNetV1  # noqa: E402
+from facejax.models.inception_resnet_v1 import InceptionResNetV1  # noqa: E402
 
 
 def _images(n, folder):
@@ -50,39 +49,56 @@ def main():
   p.add_argument("--warmup", type=int, default=1)
   p.add_argument("--images", default=os.environ.get("FACEJAX_ALIGNED_LFW"),
                  help="aligned identity folder for real inputs")
+  p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                 help="facejax compute dtype (the TF graph is float32)")
+  p.add_argument("--no_tf", action="store_true",
+                 help="facejax alone on random weights of the same net (an accelerator "
+                 "machine without TF or the graph; the speed does not depend on the values)")
   args = p.parse_args()
 
-  graph_path = args.graph or convert.default_graph_path()
-  graph_def = convert.read_graph_def(graph_path)
-  model_config, variables = convert.convert_constants(convert.graph_constants(graph_def))
-  model = InceptionResNetV1(embedding_dim=model_config.embedding_dim,
-                            folded_bn=model_config.folded_bn)
+  model = InceptionResNetV1(embedding_dim=512, folded_bn=True,
+                            dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
+  env = {"jax": f"{jax.__version__} ({jax.default_backend()}, {jax.devices()[0].device_kind})",
+         "facejax dtype": args.dtype}
+  if args.no_tf:
+    tf_fn = None
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 160, 160, 3)))
+  else:
+    import tensorflow as tf  # noqa: PLC0415
+    from facejax import convert  # noqa: PLC0415
+    graph_path = args.graph or convert.default_graph_path()
+    graph_def = convert.read_graph_def(graph_path)
+    _, variables = convert.convert_constants(convert.graph_constants(graph_def))
+    tf_fn = convert.tf_graph_embedder(graph_def)
+    env["graph"] = f"{graph_path} ({os.path.getsize(graph_path) / 2**20:.0f} MiB)"
+    env["tensorflow"] = tf.__version__
   variables = jax.device_put(variables)
   jax_fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
-  tf_fn = convert.tf_graph_embedder(graph_def)
-
-  for line in _common.environment_lines({
-      "graph": f"{graph_path} ({os.path.getsize(graph_path) / 2**20:.0f} MiB)",
-      "jax": f"{jax.__version__} ({jax.default_backend()}, {jax.device_count()} device(s))",
-      "tensorflow": f"{tf.__version__} (intra-op threads {tf.config.threading.get_intra_op_parallelism_threads() or 'default'})"}):
+  for line in _common.environment_lines(env):
     print(line)
+
   rows = []
   for batch in map(int, args.batches.split(",")):
     x, source = _images(batch, args.images)
+    xd = jax.device_put(x)
     t0 = time.perf_counter()
-    ours = np.asarray(jax_fn(variables, x))
+    ours = np.asarray(jax_fn(variables, xd))
     compile_s = time.perf_counter() - t0
-    ref = tf_fn(x)
-    diff = float(np.abs(ours - ref).max())
-    times = _common.interleaved(
-        {"facejax": lambda: jax_fn(variables, x).block_until_ready(),
-         "tf": lambda: tf_fn(x)}, args.warmup, args.steps)
-    rows.append([batch, source, f"{compile_s:.1f}", f"{diff:.1e}",
-                 f"{batch / times['facejax']:.1f}", f"{batch / times['tf']:.1f}",
-                 f"{times['tf'] / times['facejax']:.2f}"])
+    runners = {"facejax": lambda: jax_fn(variables, xd).block_until_ready()}
+    diff = "n/a"
+    if tf_fn is not None:
+      diff = f"{float(np.abs(ours - tf_fn(x)).max()):.1e}"
+      runners["tf"] = lambda: tf_fn(x)
+    times = _common.interleaved(runners, args.warmup, args.steps)
+    row = [batch, source, f"{compile_s:.1f}", diff, f"{batch / times['facejax']:.1f}"]
+    if tf_fn is not None:
+      row += [f"{batch / times['tf']:.1f}", f"{times['tf'] / times['facejax']:.2f}"]
+    rows.append(row)
   print()
-  _common.print_table(["batch", "inputs", "JAX compile s", "max |diff|", "facejax img/s",
-                       "TF graph img/s", "facejax / TF"], rows)
+  headers = ["batch", "inputs", "JAX compile s", "max |diff|", "facejax img/s"]
+  if tf_fn is not None:
+    headers += ["TF graph img/s", "facejax / TF"]
+  _common.print_table(headers, rows)
 
 
 if __name__ == "__main__":

@@ -324,6 +324,10 @@ def main(argv):
         f"(model: {model_config.to_dict()})")
 
 
-if __name__ == "__main__":
+def run():
   _define_flags()
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

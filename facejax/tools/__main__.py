@@ -1,0 +1,201 @@
+r"""Everyday face tools on any checkpoint: the verb comes first.
+
+  python -m facejax.tools embed INPUT --config=C --workdir=W [--step=N] --output=emb.npz
+  python -m facejax.tools verify A.jpg B.jpg --config=C --workdir=W [--threshold=T]
+  python -m facejax.tools identify --gallery=DIR --probes=P[,P2] --config=C --workdir=W
+  python -m facejax.tools identify --split_from=DIR --unknown_fraction=0.2 --config=C --workdir=W
+  python -m facejax.tools cluster INPUT --config=C --workdir=W --method=agglomerative|dbscan \
+      --output=clusters.csv [--link_dir=D]
+  python -m facejax.tools visualise tsne emb.npz --output=tsne.png
+  python -m facejax.tools visualise roc W1/eval/lfw_800.json W2/eval/lfw_800.json --output=roc.png
+
+INPUT: an image, a folder (recursive; an identity folder when its images lie
+in per-person subfolders), or a list file (path[<TAB>label] per line).
+`cluster` also takes an `.npz` from `embed` (then --config/--workdir are only
+needed for a threshold that is not given). Thresholds default to the one
+calibrated on LFW in `<workdir>/eval/lfw_*.json`.
+"""
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from facejax.data import align
+from facejax.evaluation.lfw_eval import DISTANCES
+from facejax.tools import cluster as cluster_lib
+from facejax.tools import common, embed, identify, verify, visualise
+
+VERBS = ("embed", "verify", "identify", "cluster", "visualise")
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Experiment config file of the checkpoint.",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints/ (and eval/).")
+flags.DEFINE_integer("step", None, "Checkpoint step (default: newest good).")
+flags.DEFINE_string("output", None, "Output file: .npz (embed), .csv (identify, cluster), "
+                    ".png (visualise).")
+flags.DEFINE_enum("labels", "auto", common.LABEL_MODES, "How folder inputs are labelled.")
+flags.DEFINE_integer("min_images", 1, "Identity folders: keep identities with >= this many.")
+flags.DEFINE_integer("max_identities", None, "Identity folders: keep the first N by name.")
+flags.DEFINE_string("people", None, "Identity folders: keep only the people of this people file "
+                    "(e.g. LFW's peopleDevTest.txt).")
+flags.DEFINE_boolean("align", False, "Align each image with MTCNN first (crop, 160 px, "
+                     "margin 32) for unaligned photos.")
+flags.DEFINE_integer("chunk_size", 1024, "Images read and embedded per chunk.")
+flags.DEFINE_float("threshold", None, "Decision threshold (default: calibrated on LFW).")
+flags.DEFINE_enum("distance", None, list(DISTANCES), "Distance (default: the calibration's).")
+flags.DEFINE_string("gallery", None, "identify: gallery identity folder.")
+flags.DEFINE_list("probes", None, "identify: probe files, folders or list files.")
+flags.DEFINE_string("split_from", None, "identify: build a seeded open-set gallery/probe split "
+                    "from this identity folder instead of --gallery/--probes.")
+flags.DEFINE_float("unknown_fraction", 0.2, "identify --split_from: identities held out.")
+flags.DEFINE_integer("gallery_per_identity", 1, "identify --split_from: gallery images each.")
+flags.DEFINE_integer("seed", 0, "Seed of the open-set split and of t-SNE.")
+flags.DEFINE_integer("k", 5, "identify: identities listed per probe.")
+flags.DEFINE_list("far_targets", ["0.01", "0.1"], "identify: FARs for DIR@FAR.")
+flags.DEFINE_enum("method", "agglomerative", list(cluster_lib.METHODS), "cluster: algorithm.")
+flags.DEFINE_integer("min_samples", 3, "cluster --method=dbscan: core point neighbourhood.")
+flags.DEFINE_string("link_dir", None, "cluster: symlink faces into one folder per cluster.")
+flags.DEFINE_integer("top_identities", 10, "visualise tsne: identities shown.")
+flags.DEFINE_float("perplexity", 30.0, "visualise tsne: t-SNE perplexity.")
+flags.DEFINE_boolean("log_x", False, "visualise roc: log-scale FPR axis.")
+
+
+def _usage(message: str):
+  raise app.UsageError(message + "\n\n" + __doc__)
+
+
+def _model() -> common.FaceModel:
+  if FLAGS.config is None or FLAGS.workdir is None:
+    _usage("this verb needs --config and --workdir")
+  spec = align.AlignSpec() if FLAGS.align else None
+  return common.load_model(FLAGS.config, FLAGS.workdir, FLAGS.step, align_spec=spec)
+
+
+def _calibration(workdir: str, step, config=None) -> common.Calibration:
+  ev = config.eval if config is not None else None
+  return common.calibration(workdir, step, threshold=FLAGS.threshold, distance=FLAGS.distance,
+                            default_distance=ev.distance if ev else "euclidean",
+                            default_flip=ev.flip if ev else "none")
+
+
+def _images(sources, **kwargs) -> common.ImageList:
+  return common.collect_many(sources, labels=FLAGS.labels, min_images=FLAGS.min_images,
+                             max_identities=FLAGS.max_identities, people=FLAGS.people, **kwargs)
+
+
+def run_embed(args):
+  if len(args) != 1 or not FLAGS.output:
+    _usage("embed: give one INPUT and --output=FILE.npz")
+  images = _images(args)
+  model = _model()
+  result = embed.embed_images(model, images, chunk_size=FLAGS.chunk_size)
+  embed.save_npz(result, FLAGS.output)
+  return result
+
+
+def run_verify(args):
+  if len(args) != 2:
+    _usage("verify: give two image files")
+  model = _model()
+  cal = _calibration(model.workdir, model.step, model.config)
+  return verify.verify(model, args[0], args[1], cal)
+
+
+def run_identify(args):
+  if args:
+    _usage(f"identify takes --gallery/--probes or --split_from, not {args}")
+  far_targets = [float(f) for f in FLAGS.far_targets]
+  if FLAGS.split_from:
+    images = _images([FLAGS.split_from])
+    split = identify.open_set_split(images, unknown_fraction=FLAGS.unknown_fraction,
+                                    gallery_per_identity=FLAGS.gallery_per_identity,
+                                    seed=FLAGS.seed)
+    print(split.summary())
+    gallery, probes = split.gallery, split.probes
+  elif FLAGS.gallery and FLAGS.probes:
+    gallery = common.collect_images(FLAGS.gallery, labels="subfolder")
+    probes = _images(FLAGS.probes)
+  else:
+    _usage("identify: give --gallery and --probes, or --split_from")
+  model = _model()
+  cal = _calibration(model.workdir, model.step, model.config)
+  result = identify.identify(model, gallery, probes, cal, k=FLAGS.k, far_targets=far_targets,
+                             chunk_size=FLAGS.chunk_size)
+  if FLAGS.output:
+    result.write_csv(FLAGS.output)
+  return result
+
+
+def run_cluster(args):
+  if len(args) != 1:
+    _usage("cluster: give one INPUT (folder, list file or embeddings .npz)")
+  if args[0].endswith(".npz"):
+    data = embed.load_npz(args[0])
+    workdir = FLAGS.workdir or data.checkpoint
+    step = FLAGS.step if FLAGS.step is not None else data.step
+    cal = _calibration(workdir, step, FLAGS.config)
+    for what in ("flip", "standardization"):
+      used, calibrated = getattr(data, what), getattr(cal, what)
+      if calibrated is not None and used != calibrated:
+        print(f"warning: {args[0]} was embedded with {what}={used}, the threshold was "
+              f"calibrated with {what}={calibrated}", file=sys.stderr)
+  else:
+    images = _images(args)
+    model = _model()
+    cal = _calibration(model.workdir, model.step, model.config)
+    data = embed.embed_images(model, images, flip=cal.flip, standardization=cal.standardization,
+                              chunk_size=FLAGS.chunk_size)
+  result = cluster_lib.cluster(data.names, data.labels, data.embeddings, cal,
+                               method=FLAGS.method, min_samples=FLAGS.min_samples,
+                               skipped=data.skipped)
+  if FLAGS.output:
+    cluster_lib.write_csv(result, FLAGS.output)
+  if FLAGS.link_dir:
+    cluster_lib.link_clusters(result, FLAGS.link_dir)
+  return result
+
+
+def run_visualise(args):
+  if len(args) < 2 or args[0] not in ("tsne", "roc") or not FLAGS.output:
+    _usage("visualise: `tsne EMB.npz` or `roc EVAL.json [EVAL.json ...]`, with --output=FILE.png")
+  if args[0] == "tsne":
+    if len(args) != 2:
+      _usage("visualise tsne: give one embeddings .npz")
+    return visualise.tsne_plot(args[1], FLAGS.output, top_identities=FLAGS.top_identities,
+                               perplexity=FLAGS.perplexity, seed=FLAGS.seed)
+  return visualise.roc_overlay(args[1:], FLAGS.output, log_x=FLAGS.log_x)
+
+
+RUNNERS = {"embed": run_embed, "verify": run_verify, "identify": run_identify,
+           "cluster": run_cluster, "visualise": run_visualise}
+
+
+def run_verb(argv):
+  """argv = [program, verb, positional...] with the flags parsed -> the verb's result."""
+  if len(argv) < 2 or argv[1] not in VERBS:
+    _usage(f"the first argument must be a verb: one of {VERBS}")
+  result = RUNNERS[argv[1]](argv[2:])
+  print(result.summary())
+  return result
+
+
+def main(argv):
+  if not FLAGS["verbosity"].present:  # Orbax's INFO lines would bury the answer
+    logging.set_verbosity(logging.WARNING)
+  try:
+    run_verb(argv)  # app.run exits with main's return value: return nothing
+  except (FileNotFoundError, FileExistsError, ValueError) as e:
+    # Bad input (IncompatibleCheckpointError is a ValueError): the message names the path or
+    # the two nets; a traceback would only bury it.
+    print(f"facejax.tools {argv[1]}: error: {e}", file=sys.stderr)
+    sys.exit(1)
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,55 @@
+"""Are two face images the same person? Distance against the LFW-calibrated threshold.
+
+The threshold is the best-accuracy one of the newest LFW evaluation of the
+checkpoint (`<workdir>/eval/lfw_*.json`, View 2 preferred), applied with the
+distance and flip it was computed with; `threshold=` overrides it. "Same"
+means distance < threshold, the rule the LFW metrics use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from facejax.evaluation import lfw_eval
+from facejax.tools.common import Calibration, FaceModel
+
+
+@dataclasses.dataclass
+class VerifyResult:
+  path_a: str
+  path_b: str
+  distance: float
+  calibration: Calibration
+
+  @property
+  def same(self) -> bool:
+    return self.distance < self.calibration.threshold
+
+  def summary(self) -> str:
+    verdict = "SAME person" if self.same else "DIFFERENT people"
+    op = "<" if self.same else ">="
+    return (f"{verdict}: {self.calibration.distance} distance {self.distance:.4f} {op} "
+            f"threshold {self.calibration.threshold:.4f}\n"
+            f"  a: {self.path_a}\n  b: {self.path_b}\n"
+            f"  threshold source: {self.calibration.describe()}")
+
+
+def verify(model: FaceModel, path_a: str | os.PathLike, path_b: str | os.PathLike,
+           calibration: Calibration) -> VerifyResult:
+  """Embeds both images (with `calibration.flip`) and compares them.
+
+  Raises FileNotFoundError / ValueError naming an image that is missing or
+  unreadable (or has no face when aligning with fallback "skip").
+  """
+  paths = [os.fspath(path_a), os.fspath(path_b)]
+  for p in paths:
+    if not os.path.isfile(p):
+      raise FileNotFoundError(f"no such image file: {p}")
+  out = model.embed_paths(paths, flip=calibration.flip,
+                          standardization=calibration.standardization, progress=False)
+  if out.skipped:
+    raise ValueError("cannot verify: " + "; ".join(f"{p}: {r}" for p, r in out.skipped.items()))
+  # Same path twice is embedded twice by embed_files, so rows 0 and 1 are a and b.
+  d = lfw_eval.pair_distances(out.embeddings[:1], out.embeddings[1:2], calibration.distance)
+  return VerifyResult(paths[0], paths[1], float(d[0]), calibration)
