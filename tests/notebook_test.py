@@ -30,6 +30,9 @@ def test_the_committed_notebook_carries_no_outputs():
       assert not cell.outputs and cell.execution_count is None, cell.source[:60]
 
 
+# About 50 s on 2 cores (a kernel start and a dozen jit compilations): run by
+# .ci/run's slow line, kept out of the default suite's 15-minute budget.
+@pytest.mark.slow
 def test_notebook_evaluates_verifies_identifies_and_maps(smoke_config, lfw_root, tmp_path,
                                                          monkeypatch):
   workdir = tmp_path / "w"
