@@ -624,6 +624,8 @@ def plot_roc(
     *,
     log_x: bool = False,
     min_fpr: float = 1e-4,
+    legend_below: bool = False,
+    show_auc: bool = True,
 ) -> str:
     """Saves overlaid ROC curves to a PNG and returns the path.
 
@@ -634,6 +636,9 @@ def plot_roc(
       title: optional axes title.
       log_x: log-scale FPR axis (zero FPRs are clipped to the left edge,
         ``min_fpr`` or the smallest positive FPR, whichever is smaller).
+      legend_below: put the legend under the axes (a taller figure), so that
+        many long labels never hide a curve.
+      show_auc: append "(AUC=...)" to each label.
 
     matplotlib is imported lazily and the figure is rendered on an Agg canvas
     directly (no pyplot, no global backend switch), so this works headless
@@ -644,7 +649,7 @@ def plot_roc(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6, 5), dpi=120)
+    fig = Figure(figsize=(6.5, 5.2 + 0.25 * len(curves)) if legend_below else (6, 5), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     smallest_pos = math.inf
@@ -656,7 +661,7 @@ def plot_roc(
         area = skm.auc(x, y)
         if np.any(x > 0):
             smallest_pos = min(smallest_pos, float(x[x > 0].min()))
-        ax.plot(x, y, lw=1.5, label=f"{label} (AUC={area:.4f})")
+        ax.plot(x, y, lw=1.5, label=f"{label} (AUC={area:.4f})" if show_auc else label)
     if log_x:
         lo = min(min_fpr, smallest_pos)
         ax.set_xscale("log", nonpositive="clip")
@@ -672,7 +677,10 @@ def plot_roc(
     if title:
         ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right")
+    if legend_below:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8, frameon=False)
+    else:
+        ax.legend(loc="lower right")
     fig.tight_layout()
     from etils import epath  # local files and buckets (gs://) alike
 

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from facejax.evaluation import metrics
 from facejax.tools.common import UNKNOWN, l2_normalise
 from facejax.tools.embed import EmbedResult, load_npz
 
@@ -136,25 +137,8 @@ def roc_overlay(json_paths: Sequence[str | os.PathLike], path: str | os.PathLike
     label = f"{curve_label(p)} ({saved.get('protocol', '?')}): acc {acc:.3f}, AUC {auc:.3f}"
     curves.append((label, fpr, tpr))
     rows.append((label, acc, auc))
-  fig = _figure((6.5, 5.2 + 0.25 * len(curves)))
-  ax = fig.add_subplot(1, 1, 1)
-  for label, fpr, tpr in curves:
-    ax.plot(fpr, tpr, lw=1.5, label=label)
-  if log_x:
-    positive = [f[f > 0].min() for _, f, _ in curves if np.any(f > 0)]
-    lo = min([1e-4] + positive)
-    ax.set_xscale("log", nonpositive="clip")
-    ax.set_xlim(lo, 1.0)
-    chance = np.logspace(np.log10(lo), 0.0, 200)
-    ax.plot(chance, chance, ls=":", c="gray", lw=1)
-  else:
-    ax.set_xlim(0.0, 1.0)
-    ax.plot([0.0, 1.0], [0.0, 1.0], ls=":", c="gray", lw=1)
-  ax.set_ylim(0.0, 1.005)
-  ax.set_xlabel("False accept rate (FAR)")
-  ax.set_ylabel("True accept rate (VAL)")
-  ax.set_title(title or "LFW ROC (fold-mean)")
-  ax.grid(True, which="both", alpha=0.3)
-  ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8, frameon=False)
-  fig.tight_layout()
-  return RocOverlayResult(_save(fig, os.fspath(path)), rows)
+  saved = metrics.plot_roc({label: (fpr, tpr) for label, fpr, tpr in curves}, path,
+                           title or "LFW ROC (fold-mean)", log_x=log_x, legend_below=True,
+                           show_auc=False)
+  return RocOverlayResult(saved, rows)
+
