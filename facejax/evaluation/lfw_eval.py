@@ -11,6 +11,7 @@ other folds). Results go to `<workdir>/eval/lfw_<step>.json` (View 2) or
 """
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any
@@ -254,6 +255,24 @@ def restore_model_vars(config: ml_collections.ConfigDict, workdir: str, step: in
   return model_vars, step
 
 
+@functools.lru_cache(maxsize=16)
+def _jitted_embed(model, flip: str):
+  """One jitted embedder per (net, flip): tools embed in chunks, each chunk
+  calling embed_table, and must not recompile every time."""
+
+  @jax.jit
+  def embed(v, x):
+    e = model.apply(v, x, train=False)
+    if flip == "none":
+      return e
+    ef = model.apply(v, x[:, :, ::-1, :], train=False)
+    if flip == "concat":
+      return jnp.concatenate([e, ef], -1)
+    return e + ef  # "average": renormalised by the distance function
+
+  return embed
+
+
 def embed_table(model, variables, table: input_pipeline.ImageTable,
                 prep: input_pipeline.Preprocessing, batch_size: int, flip: str = "none",
                 mesh: Mesh | None = None) -> np.ndarray:
@@ -272,16 +291,7 @@ def embed_table(model, variables, table: input_pipeline.ImageTable,
   variables = {"params": variables["params"],
                **({"batch_stats": variables["batch_stats"]} if jax.tree.leaves(variables.get("batch_stats", {})) else {})}
 
-  @jax.jit
-  def embed(v, x):
-    e = model.apply(v, x, train=False)
-    if flip == "none":
-      return e
-    ef = model.apply(v, x[:, :, ::-1, :], train=False)
-    if flip == "concat":
-      return jnp.concatenate([e, ef], -1)
-    return e + ef  # "average": renormalised by the distance function
-
+  embed = _jitted_embed(model, flip)
   sharding = NamedSharding(mesh, P("data"))
   variables = jax.device_put(variables, NamedSharding(mesh, P()))
   out = []
