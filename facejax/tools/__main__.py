@@ -90,7 +90,14 @@ def run_embed(args):
     _usage("embed: give one INPUT and --output=FILE.npz")
   images = _images(args)
   model = _model()
-  result = embed.embed_images(model, images, chunk_size=FLAGS.chunk_size)
+  # Embed as the checkpoint's LFW evaluation did, so that a later `cluster
+  # x.npz` or `identify` compares these embeddings with a threshold that was
+  # calibrated on the same kind (flip, standardisation); else the config's.
+  found = common.find_eval_json(model.workdir, model.step)
+  cal = common.read_calibration(found) if found else None
+  result = embed.embed_images(model, images, flip=cal.flip if cal else None,
+                              standardization=cal.standardization if cal else None,
+                              chunk_size=FLAGS.chunk_size)
   embed.save_npz(result, FLAGS.output)
   return result
 
