@@ -96,6 +96,8 @@ def unfold_graph(graph_def, seed=0):
   return out
 
 
+# ~20 s each (a 90 MiB graph in TF, a full-size IR-v1 compile): .ci/run's slow line.
+@pytest.mark.slow
 def test_folded_graph_converts_and_matches_tensorflow(graph_def, faces):
   consts = convert.graph_constants(graph_def)
   assert convert.detect_layout(consts) == "folded"
@@ -113,6 +115,8 @@ def test_folded_graph_converts_and_matches_tensorflow(graph_def, faces):
   assert np.abs(ref[0] - ref[1]).max() > 1e-2
 
 
+# ~20 s each (a 90 MiB graph in TF, a full-size IR-v1 compile): .ci/run's slow line.
+@pytest.mark.slow
 def test_unfolded_graph_converts_and_matches_tensorflow(graph_def, faces):
   unfolded = unfold_graph(graph_def)
   consts = convert.graph_constants(unfolded)

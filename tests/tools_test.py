@@ -428,6 +428,8 @@ def test_tsne_and_roc_overlay_write_pngs(env, tmp_path):
     visualise.roc_overlay([tmp_path / "nope.json"], tmp_path / "x.png")
 
 
+# Two CLI processes (imports + compile each, ~30 s): .ci/run's slow line.
+@pytest.mark.slow
 def test_cli_embeds_a_folder_and_clusters_the_npz(env, tmp_path):
   _, workdir, _, faces, emb = env
   base = [sys.executable, "-m", "facejax.tools"]
