@@ -241,6 +241,9 @@ def convert_constants(consts: dict[str, np.ndarray], layout: str | None = None,
       if scope + "/BatchNorm/gamma" in consts:
         gamma = take(scope + "/BatchNorm/gamma", (channels,))
         kernel, mean = kernel * gamma, mean * gamma
+      ones = consts.get(scope + "/BatchNorm/Const")  # slim's scale=False stand-in for gamma
+      if ones is not None and not np.allclose(ones, 1.0):
+        raise ConversionError(f"tensor {scope}/BatchNorm/Const is not all ones")
       _set(params, path, {"conv": {"kernel": kernel}, "bn": {"bias": beta}})
       _set(stats, path, {"bn": {"mean": mean, "var": var}})
 

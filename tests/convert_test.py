@@ -128,6 +128,10 @@ def test_unfolded_graph_converts_and_matches_tensorflow(graph_def, faces):
   assert not model_config.folded_bn
   assert "mean" in variables["batch_stats"]["conv2d_1a"]["bn"]
   np.testing.assert_allclose(_facejax_embed(model_config, variables, faces), ref, atol=1e-4, rtol=0)
+  # A scale stand-in that is not all ones would be dropped silently: refused instead.
+  name = next(k for k in consts if k.endswith("/BatchNorm/Const") and "Bottleneck" not in k)
+  with pytest.raises(convert.ConversionError, match=name):
+    convert.convert_constants(dict(consts, **{name: 2 * consts[name]}))
 
 
 def test_graph_problems_name_the_tensor_or_file(graph_def, tmp_path):
