@@ -74,6 +74,31 @@ def test_raw_pixel_baseline_on_dev_test(smoke_config, tmp_path):
   assert os.path.getsize(result.roc_path) > 1000
 
 
+# ~25 s (three DevTest embedding passes of a conv net): .ci/run's slow line.
+@pytest.mark.slow
+def test_ablation_settings_match_evaluate_lfw_one_by_one(smoke_config):
+  """One embedding pass scored eight ways equals eight separate `evaluate_lfw` runs."""
+  import jax.numpy as jnp
+  from facejax.data import datasets
+  from facejax.evaluation import ablation
+  c = smoke_config
+  # A conv net (random init), not raw pixels: mirroring both images of a pair
+  # leaves raw-pixel distances unchanged, so only a net tells flip settings apart.
+  h, w = datasets.hw(c.data.image_size)
+  v = lfw_eval.create_model(c.model).init(jax.random.key(0), jnp.zeros((1, h, w, 3)), train=False)
+  variables = {"params": v["params"], "batch_stats": v.get("batch_stats", {})}
+  settings = (("cosine", "concat", True), ("euclidean", "none", False))
+  rows, info = ablation.evaluate_settings(c, variables=variables, protocol="view1",
+                                          settings=settings)
+  assert info["protocol"] == "dev_test" and info["num_pairs"] == 1000
+  for (distance, flip, subtract_mean), row in zip(settings, rows):
+    ref = lfw_eval.evaluate_lfw(c, variables=variables, protocol="dev_test",
+                                distance=distance, flip=flip, subtract_mean=subtract_mean,
+                                write=False)
+    for key, value in ref.scalars().items():
+      assert row[key] == pytest.approx(value), key
+
+
 def test_empty_workdir_gives_a_clear_error(smoke_config, tmp_path):
   with pytest.raises(FileNotFoundError, match="no checkpoint in .*checkpoints"):
     lfw_eval.evaluate_lfw(smoke_config, workdir=str(tmp_path))

@@ -26,9 +26,8 @@ from etils import epath
 from ml_collections import config_flags
 
 from facejax import checkpointing
-from facejax.data import datasets, input_pipeline, lfw
+from facejax.data import datasets, input_pipeline
 from facejax.evaluation import lfw_eval, metrics as metrics_lib
-from facejax.models import create_model
 
 DEFAULT_SETTINGS = tuple(
     (distance, flip, subtract_mean)
@@ -50,38 +49,31 @@ def evaluate_settings(config: ml_collections.ConfigDict, *, workdir: str | None 
     if distance not in lfw_eval.DISTANCES or flip not in ("none", "concat"):
       raise ValueError(f"setting ({distance!r}, {flip!r}): distance must be one of "
                        f"{lfw_eval.DISTANCES} and flip 'none' or 'concat'")
-  model = create_model(config.model)
-  if variables is None:
-    variables, step = lfw_eval.restore_model_vars(config, workdir, step, model)
-  root = datasets.lfw_root(config.data)
-  pairs, folds = lfw_eval.load_pairs(root, protocol)
-  image_root = datasets.lfw_image_root(config.data)
-  lfw.check_images_exist(image_root, pairs)
-  images = lfw.unique_images(pairs)
-  table = input_pipeline.ImageTable([str(lfw.image_path(image_root, p)) for p in images])
+  protocol = lfw_eval.canonical_protocol(protocol)
+  model, variables, step = lfw_eval.model_and_variables(config, workdir, step, variables)
+  pair_set, _, image_root = lfw_eval.lfw_pair_set(config, protocol)
+  table = input_pipeline.ImageTable(pair_set.paths, replacements=pair_set.replacements)
   start = time.perf_counter()
   both = lfw_eval.embed_table(model, variables, table,
                               datasets.preprocessing(config.data, train=False),
                               config.eval.batch_size, flip="concat")
   seconds = time.perf_counter() - start
   dim = both.shape[1] // 2
-  row = {p: i for i, p in enumerate(images)}
-  ia = np.array([row[p.path_a] for p in pairs])
-  ib = np.array([row[p.path_b] for p in pairs])
-  issame = np.array([p.issame for p in pairs])
+  ia, ib, folds = pair_set.index_a, pair_set.index_b, pair_set.folds
   rows = []
   for distance, flip, subtract_mean in settings:
     emb = both if flip == "concat" else both[:, :dim]
     dist = lfw_eval.fold_distances(emb[ia], emb[ib], folds, distance, subtract_mean)
-    v = metrics_lib.evaluate_verification(dist, issame, folds=folds,
+    v = metrics_lib.evaluate_verification(dist, pair_set.issame, folds=folds,
                                           far_target=config.eval.far_target)
     rows.append({"distance": distance, "flip": flip, "subtract_mean": subtract_mean,
                  "accuracy": v.accuracy_mean, "accuracy_std": v.accuracy_std,
                  "val": v.val_mean, "val_std": v.val_std, "far": v.far_mean,
                  "auc": v.auc, "eer": v.eer, "threshold": v.best_threshold,
                  "roc_fpr": v.roc_fpr.tolist(), "roc_tpr": v.roc_tpr.tolist()})
-  info = {"protocol": protocol, "step": step, "num_pairs": len(pairs), "num_images": len(images),
-          "embed_seconds": seconds, "images_per_second": 2 * len(images) / seconds,
+  num_images = len(pair_set.paths)
+  info = {"protocol": protocol, "step": step, "num_pairs": len(ia), "num_images": num_images,
+          "embed_seconds": seconds, "images_per_second": 2 * num_images / seconds,
           "standardization": config.data.standardization,
           "image_dir": str(image_root)}
   return rows, info

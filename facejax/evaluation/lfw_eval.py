@@ -389,6 +389,18 @@ def eval_dir(workdir: str | None, out_dir: str | None) -> str | None:
   return None
 
 
+def lfw_pair_set(config: ml_collections.ConfigDict, protocol: str):
+  """(PairSet of `protocol`'s pairs over `config.data`'s LFW images, LFW root, image root).
+
+  Every image the pairs name must exist (an error lists the missing ones).
+  """
+  root = datasets.lfw_root(config.data)
+  pairs, folds = load_pairs(root, protocol)
+  image_root = datasets.lfw_image_root(config.data)
+  lfw.check_images_exist(image_root, pairs)
+  return PairSet.from_pairs(pairs, folds, lambda p: lfw.image_path(image_root, p)), root, image_root
+
+
 def evaluate_lfw(config: ml_collections.ConfigDict, *, workdir: str | None = None,
                  step: int | None = None, variables: dict | None = None,
                  protocol: str = "view2", distance: str | None = None, flip: str | None = None,
@@ -410,11 +422,7 @@ def evaluate_lfw(config: ml_collections.ConfigDict, *, workdir: str | None = Non
   options = EvalOptions.resolve(config, distance=distance, flip=flip, subtract_mean=subtract_mean,
                                 standardization=standardization)
   model, variables, step = model_and_variables(config, workdir, step, variables)
-  root = datasets.lfw_root(config.data)
-  pairs, folds = load_pairs(root, protocol)
-  image_root = datasets.lfw_image_root(config.data)
-  lfw.check_images_exist(image_root, pairs)
-  pair_set = PairSet.from_pairs(pairs, folds, lambda p: lfw.image_path(image_root, p))
+  pair_set, root, image_root = lfw_pair_set(config, protocol)
   tag = f"{step}" if step is not None else "latest"
   return evaluate_pair_set(
       config, pair_set, variables=variables, options=options, protocol=protocol, step=step,
