@@ -1,27 +1,17 @@
-"""Helpers shared by the benchmark scripts (config loading, environment line)."""
+"""Helpers shared by the benchmark scripts (XLA flags, environment lines, timing)."""
 
 import datetime
-import importlib.util
 import os
-import pathlib
 import platform
 import statistics
 import time
 
-# Before anything starts JAX: importing facejax sets its default XLA:CPU
-# flags (facejax/xla_flags.py), which the timings depend on.
-import facejax  # noqa: F401
+from facejax import xla_flags
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-CONFIG_FILE = REPO_ROOT / "configs" / "nn1.py"
-
-
-def load_nn1_config(variant: str | None):
-  """`configs/nn1.py:get_config(variant)` loaded from its file path (no config_flags)."""
-  spec = importlib.util.spec_from_file_location("_facejax_nn1_config", CONFIG_FILE)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+# The timings depend on facejax's default XLA:CPU flags, which the CLIs set in
+# `facejax.cli.run`. The benchmarks are plain scripts, so set them here, before
+# anything computes with JAX (XLA reads XLA_FLAGS once).
+xla_flags.set_default_xla_cpu_flags()
 
 
 def cpu_model() -> str:

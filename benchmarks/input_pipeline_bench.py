@@ -31,13 +31,15 @@ import collections
 import concurrent.futures
 import os
 import statistics
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
+from configs import nn1
+
+# Sibling modules: `python benchmarks/<name>.py` puts this folder on sys.path.
+# _common sets facejax's default XLA:CPU flags, before anything computes with JAX.
+import _common
 
 # name -> configs/nn1.py variant
 CONFIGS = {"cpu": "cpu", "paper": None}
@@ -174,7 +176,7 @@ def main(argv=None):
 
   rows = []
   for name in names:
-    config = _common.load_nn1_config(CONFIGS[name])
+    config = nn1.get_config(CONFIGS[name])
     config.data.data_dir = data_dir
     config.data.source = "folder"
     total_steps = args.warmup + args.steps
@@ -210,9 +212,8 @@ def main(argv=None):
 
     def make_tf():
       return input_pipeline.train_batches(
-          source.table, source.indices_by_class, prep,
-          num_identities=config.num_identities, images_per_identity=config.images_per_identity,
-          seed=config.seed, start_step=0, num_steps=total_steps)
+          source.table, source.indices_by_class, prep, input_pipeline.Sampler.from_config(config),
+          start_step=0, num_steps=total_steps)
 
     def make_pil():
       return pil.batches(steps_indices(source, config, 0, total_steps))

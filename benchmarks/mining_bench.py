@@ -49,10 +49,11 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402  (imports facejax first: its XLA:CPU flags)
+import numpy as np
 
-import numpy as np  # noqa: E402
+# Sibling modules: `python benchmarks/<name>.py` puts this folder on sys.path.
+# _common sets facejax's default XLA:CPU flags, before anything computes with JAX.
+import _common
 
 DIM = 128
 MARGIN = 0.2

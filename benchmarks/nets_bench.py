@@ -26,14 +26,16 @@ Usage:
 
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
-import train_step_bench as tsb  # noqa: E402
+from configs import common, nn1
+
+# Sibling modules: `python benchmarks/<name>.py` puts this folder on sys.path.
+# _common sets facejax's default XLA:CPU flags, before anything computes with JAX.
+import _common
+import train_step_bench as tsb
 
 NETS = ["nn1", "nn2", "nn4", "nns2", "nn4_small2", "inception_resnet_v1", "sphereface20"]
 # net -> default batch (P identities x K=4 images)
@@ -297,7 +299,7 @@ def build_torch_net(name, model_kwargs, hw):
 def make_config(net, batch, steps):
   import ml_collections
   from facejax.models import MODELS
-  config = _common.load_nn1_config("cpu")
+  config = nn1.get_config("cpu")
   if net == "nn1":
     kw = dict(config.model)
     kw["batch_norm"] = False
@@ -313,8 +315,7 @@ def make_config(net, batch, steps):
   config.batch_size = (batch // K) * K
   config.loss.name = "batch_all"
   config.loss.margin = 0.2
-  config.optimizer.update(name="sgd", learning_rate=0.01, schedule="constant", warmup_steps=0,
-                          momentum=0.0, weight_decay=0.0, grad_clip_norm=0.0)
+  config.optimizer = common.optimizer("sgd", 0.01, momentum=0.0)
   config.num_train_steps = steps
   return config, kw, hw
 
@@ -336,7 +337,7 @@ def setup_jax(config, hw, batch_np):
   t0 = time.perf_counter()
   step_c = step_fn.lower(state, batch).compile()
 
-  fwd = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  fwd = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
   fwd_c = fwd.lower(state.model_vars(), batch["image"]).compile()
   compile_s = time.perf_counter() - t0
   flops = tsb.flops_of(fwd_c)

@@ -34,8 +34,9 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
+# Sibling modules: `python benchmarks/<name>.py` puts this folder on sys.path.
+# _common sets facejax's default XLA:CPU flags, before anything computes with JAX.
+import _common
 
 # (name, kind, H, W, C_in, C_out or None, kernel (kh, kw), stride)
 OPS = [

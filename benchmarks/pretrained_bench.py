@@ -3,10 +3,12 @@ r"""Imported 20180408-102900 inference: facejax (JAX/XLA) vs the TF frozen graph
 Both sides run davidsandberg's released Inception-ResNet-v1 on the same CPU
 in one process: facejax's net on the weights `facejax.convert` imported, and
 the frozen graph itself executed by TensorFlow (`convert.tf_graph_embedder`,
-the conversion test's reference). Inputs: real MTCNN-aligned LFW crops when
-`--images` points at an aligned folder, else synthetic standardised images
-(the timing does not depend on pixel values). The max |difference| of the two
-embeddings is printed before timing. Timed runs alternate facejax / TF
+the conversion test's reference). The facejax side is the embedding library
+every command uses (`facejax.inference.Embedder.embed_arrays`: uint8 pixels in,
+standardised on the device, embeddings out, host transfers included). Inputs:
+real MTCNN-aligned LFW crops when `--images` points at an aligned folder, else
+synthetic images (the timing does not depend on pixel values). The max
+|difference| of the two embeddings is printed before timing. Timed runs alternate facejax / TF
 (`_common.interleaved`) so both see the same machine load; JAX compile time is
 excluded and reported apart.
 
@@ -29,16 +31,20 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from configs import inception_resnet_v1_finetune  # noqa: E402
+from facejax.data import image_files  # noqa: E402
+from facejax.inference import Embedder  # noqa: E402
 from facejax.models.inception_resnet_v1 import InceptionResNetV1  # noqa: E402
 
 
 def _images(n, folder):
-  files = sorted(glob.glob(os.path.join(folder, "*", "*.*")))[:n] if folder else []
+  """[n, 160, 160, 3] uint8 pixels, and where they came from."""
+  files = sorted(f for f in glob.glob(os.path.join(folder, "*", "*")) if
+                 image_files.is_image_file(f))[:n] if folder else []
   if len(files) == n:
-    x = np.stack([np.asarray(Image.open(f).convert("RGB").resize((160, 160)), np.float32)
-                  for f in files])
-    return (x - 127.5) / 128.0, "aligned LFW crops"
-  return np.random.default_rng(0).uniform(-1, 1, (n, 160, 160, 3)).astype(np.float32), "synthetic"
+    return np.stack([np.asarray(Image.open(f).convert("RGB").resize((160, 160)))
+                     for f in files]), "aligned LFW crops"
+  return np.random.default_rng(0).integers(0, 256, (n, 160, 160, 3), np.uint8), "synthetic"
 
 
 def main():
@@ -72,23 +78,24 @@ def main():
     tf_fn = convert.tf_graph_embedder(graph_def)
     env["graph"] = f"{graph_path} ({os.path.getsize(graph_path) / 2**20:.0f} MiB)"
     env["tensorflow"] = tf.__version__
-  variables = jax.device_put(variables)
-  jax_fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  config = inception_resnet_v1_finetune.get_config()  # 160 px, fixed standardisation
+  embedder = Embedder.from_variables(config, variables, model=model, flip="none")
   for line in _common.environment_lines(env):
     print(line)
 
   rows = []
   for batch in map(int, args.batches.split(",")):
     x, source = _images(batch, args.images)
-    xd = jax.device_put(x)
+    at_batch = embedder.replace(batch_size=batch)
     t0 = time.perf_counter()
-    ours = np.asarray(jax_fn(variables, xd))
+    ours = at_batch.embed_arrays(x)
     compile_s = time.perf_counter() - t0
-    runners = {"facejax": lambda: jax_fn(variables, xd).block_until_ready()}
+    runners = {"facejax": lambda: at_batch.embed_arrays(x)}
     diff = "n/a"
     if tf_fn is not None:
-      diff = f"{float(np.abs(ours - tf_fn(x)).max()):.1e}"
-      runners["tf"] = lambda: tf_fn(x)
+      standardised = (x.astype(np.float32) - 127.5) / 128.0  # what the graph takes
+      diff = f"{float(np.abs(ours - tf_fn(standardised)).max()):.1e}"
+      runners["tf"] = lambda: tf_fn(standardised)
     times = _common.interleaved(runners, args.warmup, args.steps)
     row = [batch, source, f"{compile_s:.1f}", diff, f"{batch / times['facejax']:.1f}"]
     if tf_fn is not None:

@@ -43,13 +43,15 @@ sizes its own thread pool to the machine's cores.
 import argparse
 import os
 import statistics
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
+from configs import common, nn1
+
+# Sibling modules: `python benchmarks/<name>.py` puts this folder on sys.path.
+# _common sets facejax's default XLA:CPU flags, before anything computes with JAX.
+import _common
 
 # name -> (configs/nn1.py variant, P identities, K images each, default steps, default warm-up)
 CONFIGS = {
@@ -165,16 +167,14 @@ def load_flax_params_into_torch(model, params) -> None:
 
 def make_config(name: str, steps: int):
   variant, p, k, _, _ = CONFIGS[name]
-  config = _common.load_nn1_config(variant)
+  config = nn1.get_config(variant)
   config.num_identities, config.images_per_identity = p, k
   config.batch_size = p * k
   config.loss.name = "batch_all"
   # The paper's NN1 has no BatchNorm and neither has the PyTorch port; the
   # cpu training variant's opt-in BatchNorm is left out for a like-for-like step.
   config.model.batch_norm = False
-  config.optimizer.update(name="adagrad", learning_rate=0.05, schedule="constant",
-                          warmup_steps=0, initial_accumulator_value=0.1, eps=1e-7,
-                          weight_decay=0.0, grad_clip_norm=0.0)
+  config.optimizer = common.optimizer("adagrad", 0.05, initial_accumulator_value=0.1, eps=1e-7)
   config.num_train_steps = steps
   return config
 
@@ -236,7 +236,7 @@ def setup_jax(config, batch_np, torch_model=None):
   if torch_model is not None:
     import torch
     load_flax_params_into_torch(torch_model, state.params)
-    emb_jax = np.asarray(jax.jit(lambda p, x: model.apply({"params": p}, x))(
+    emb_jax = np.asarray(jax.jit(lambda p, x: model.apply({"params": p}, x)[0])(
         state.params, batch_np["image"]))
     loss_jax = float(batch_all_triplet_loss(emb_jax, batch_np["label"], batch_np["mask"],
                                             margin=config.loss.margin)[0])

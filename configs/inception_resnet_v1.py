@@ -1,5 +1,8 @@
 r"""Inception-ResNet-v1 (davidsandberg/facenet) with softmax (or softmax + center) on LFW DevTrain.
 
+  python -m facejax.main --config=configs/inception_resnet_v1.py --workdir=/tmp/irv1
+  python -m facejax.main --config=configs/inception_resnet_v1.py:smoke --workdir=/tmp/irv1_smoke
+
 Recipe source: davidsandberg/facenet, wiki "Training using the VGGFace2
 dataset" (the 20180402-114759 model, LFW 0.9965) with `train_softmax.py` and
 `data/learning_rate_schedule_classifier_vggface2.txt`: 160x160 input, 512-D
@@ -45,84 +48,43 @@ Variants (`--config=configs/inception_resnet_v1.py:<arg>`):
           15 -> 7 -> 3 -> 1), full depth, 128-D, 20 people, 4 x 2 batches,
           2 steps, View 1 DevTest eval (no flip) at the end: 67 s wall on
           the 2 shared cores (load ~5), mostly compilation and eager init.
-
-Commands:
-  python -m facejax.main --config=configs/inception_resnet_v1.py --workdir=/tmp/irv1
-  python -m facejax.main --config=configs/inception_resnet_v1.py:smoke --workdir=/tmp/irv1_smoke
-Data: `--config.data.data_dir=/path/holding/lfw` or FACEJAX_DATA_DIR.
 """
 
 import ml_collections
 
-from facejax import config_lib
+from configs import common
+
+EPOCH = 1000  # Sandberg's --epoch_size (batches per epoch)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-
-  c.model = ml_collections.ConfigDict(dict(
-      name="inception_resnet_v1", embedding_dim=512, dropout_rate=0.6,  # keep_prob 0.4
-      bn_momentum=0.995, dtype="float32"))
-
-  c.data = ml_collections.ConfigDict(dict(
-      data_dir=ml_collections.FieldReference(None, field_type=str),  # else FACEJAX_DATA_DIR
-      train_dir=ml_collections.FieldReference(None, field_type=str),  # default: <lfw root>/lfw
-      # Evaluation images: an aligned copy of <lfw root>/lfw (facejax.data.align); default lfw/.
-      lfw_image_dir=ml_collections.FieldReference(None, field_type=str),
-      train_people="peopleDevTrain.txt",
-      min_images_per_identity=2,
-      sampling="shuffle",  # plain shuffled batches for the classifier
-      max_identities=ml_collections.FieldReference(None, field_type=int),
-      source="folder",  # or "tfds"
-      tfds_data_dir=ml_collections.FieldReference(None, field_type=str),
-      source_crop=150,
-      image_size=160,
-      resize_size=182,
-      standardization="fixed",  # (x - 127.5) / 128, the 2018 models' --use_fixed_image_standardization
-      **config_lib.bad_input_policies(),
-      random_flip=True,
-      random_crop=False,  # the VGGFace2 recipe drops random crops
-  ))
-
+  variant = common.parse_variant(arg, "configs/inception_resnet_v1.py",
+                                 ("center", "smoke", "center_smoke"))
+  c = common.base(
+      model=dict(name="inception_resnet_v1", embedding_dim=512, dropout_rate=0.6,  # keep 0.4
+                 bn_momentum=0.995, dtype="float32"),
+      optimizer=common.optimizer(
+          "adam", 0.05, b1=0.9, b2=0.999, eps=0.1, weight_decay=5e-4,
+          schedule=dict(name="step", warmup_steps=0, boundaries=(100 * EPOCH, 200 * EPOCH),
+                        decay_factor=0.1)),
+      loss=dict(name="softmax", features="features"))
+  if variant in ("center", "center_smoke"):
+    c.loss = common.loss("center", features="features", center_weight=1e-2, center_alpha=0.95)
+  # Plain shuffled batches for the classifier; flip only (the VGGFace2 recipe
+  # drops random crops); fixed standardisation, the 2018 models'.
+  c.data.update(sampling="shuffle", image_size=160, resize_size=182)
   # P x K only matter with data.sampling="pk" (e.g. a triplet loss override).
-  c.num_identities = 30
-  c.images_per_identity = 3
+  c.num_identities, c.images_per_identity = 30, 3
   c.batch_size = 90
-
-  c.loss = ml_collections.ConfigDict(dict(name="softmax", features="features"))
-  if arg in ("center", "center_smoke"):
-    c.loss = ml_collections.ConfigDict(dict(
-        name="center", features="features", center_weight=1e-2, center_alpha=0.95))
-  epoch = 1000  # Sandberg's --epoch_size (batches per epoch)
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name="adam", learning_rate=0.05, schedule="step", boundaries=(100 * epoch, 200 * epoch),
-      decay_factor=0.1, warmup_steps=0, b1=0.9, b2=0.999, eps=0.1, weight_decay=5e-4,
-      grad_clip_norm=0.0, momentum=0.9, initial_accumulator_value=0.1, final_lr_fraction=0.0))
-  c.device_prefetch = 2
-  c.num_train_steps = 275 * epoch
+  c.num_train_steps = 275 * EPOCH
   c.log_every_steps = 100
-
-  c.checkpoint = ml_collections.ConfigDict(dict(every_steps=5 * epoch, max_to_keep=3,
-                                                async_save=True))
-  c.divergence = config_lib.divergence_guard()
-  c.eval = ml_collections.ConfigDict(dict(
-      every_steps=5 * epoch, during_training=("dev_test",), at_end=("dev_test", "view2"),
-      batch_size=100, distance="cosine", flip="concat", subtract_mean=True, far_target=1e-3))
-
-  if arg in ("smoke", "center_smoke"):
+  c.checkpoint.every_steps = 5 * EPOCH
+  c.eval.update(every_steps=5 * EPOCH, batch_size=100, distance="cosine", flip="concat",
+                subtract_mean=True)
+  if variant in ("smoke", "center_smoke"):
     c.model.embedding_dim = 128
-    c.data.update(image_size=75, resize_size=85, max_identities=20)
-    c.num_identities, c.images_per_identity = 4, 2
-    c.batch_size = 8
-    c.num_train_steps = 2
-    c.log_every_steps = 1
-    c.checkpoint.every_steps = 2
+    c.data.update(image_size=75, resize_size=85)
+    common.smoke(c, batch_size=8)
     # Plain embeddings: the flip-concat eval would double the smoke's eval time.
-    c.eval.update(every_steps=0, at_end=("dev_test",), batch_size=64, flip="none")
-  elif arg not in (None, "", "center"):
-    raise ValueError(f"configs/inception_resnet_v1.py: unknown variant {arg!r}; use '', "
-                     "'center', 'smoke' or 'center_smoke'")
-  if c.data.sampling == "pk":
-    c.batch_size = c.num_identities * c.images_per_identity
+    c.eval.flip = "none"
   return c

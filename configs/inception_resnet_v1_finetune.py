@@ -42,66 +42,30 @@ Variants (`--config=configs/inception_resnet_v1_finetune.py:<arg>`):
 
 import ml_collections
 
-from facejax import config_lib
+from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  # The workdir written by `python -m facejax.convert` (or any IR-v1 512-D run).
-  c.init_from = ml_collections.FieldReference(None, field_type=str)
-
-  c.model = ml_collections.ConfigDict(dict(
-      name="inception_resnet_v1", embedding_dim=512, dropout_rate=0.2, bn_momentum=0.995,
-      folded_bn=True, dtype="float32"))
-
-  aligned = ml_collections.FieldReference(None, field_type=str)
-  c.data = ml_collections.ConfigDict(dict(
-      data_dir=ml_collections.FieldReference(None, field_type=str),  # else FACEJAX_DATA_DIR
-      lfw_image_dir=aligned,  # MTCNN 160-px crops, margin 32 (facejax.data.align)
-      train_dir=aligned,
-      train_people="peopleDevTrain.txt",
-      min_images_per_identity=2,
-      max_identities=ml_collections.FieldReference(None, field_type=int),
-      source="folder",
-      tfds_data_dir=ml_collections.FieldReference(None, field_type=str),
-      source_crop=0,  # the aligned crops are already the net's input
-      image_size=160,
-      resize_size=160,
-      standardization="fixed",  # the 2018 models' --use_fixed_image_standardization
-      **config_lib.bad_input_policies(),
-      random_flip=True,
-      random_crop=False,
-  ))
-
-  c.num_identities = 30
-  c.images_per_identity = 3
-  c.loss = ml_collections.ConfigDict(dict(name="semi_hard", margin=0.2))
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name="adam", learning_rate=1e-5, b1=0.9, b2=0.999, eps=0.1, schedule="constant",
-      warmup_steps=0, weight_decay=0.0, grad_clip_norm=0.0, boundaries=(), decay_factor=0.1,
-      final_lr_fraction=0.0))
-  c.device_prefetch = 2
+  variant = common.parse_variant(arg, "configs/inception_resnet_v1_finetune.py", ("smoke",))
+  c = common.base(
+      model=dict(name="inception_resnet_v1", embedding_dim=512, dropout_rate=0.2,
+                 bn_momentum=0.995, folded_bn=True, dtype="float32"),
+      optimizer=common.optimizer("adam", 1e-5, b1=0.9, b2=0.999, eps=0.1))
+  # The workdir written by `python -m facejax.convert` (or any IR-v1 512-D run)
+  # goes in c.init_from. The data are MTCNN 160-px crops, margin 32
+  # (facejax.data.align), already the net's input: no source crop.
+  with c.unlocked():  # one aligned folder: setting either key sets both
+    del c.data["train_dir"]
+    c.data.train_dir = c.data.get_ref("lfw_image_dir")
+  c.data.update(source_crop=0, image_size=160, resize_size=160)
+  c.num_identities, c.images_per_identity = 30, 3
   c.num_train_steps = 2000
-  c.log_every_steps = 50
-
-  c.checkpoint = ml_collections.ConfigDict(dict(every_steps=500, max_to_keep=3, async_save=True))
-  c.divergence = config_lib.divergence_guard()
+  c.checkpoint.every_steps = 500
   # davidsandberg's validate_on_lfw for the 2018 models: cosine, flipped images
   # concatenated, mean subtracted.
-  c.eval = ml_collections.ConfigDict(dict(
-      every_steps=500, during_training=("dev_test",), at_end=("dev_test",),
-      batch_size=100, distance="cosine", flip="concat", subtract_mean=True, far_target=1e-3))
-
-  if arg == "smoke":
-    c.data.max_identities = 20
-    c.num_identities, c.images_per_identity = 4, 2
-    c.num_train_steps = 2
-    c.log_every_steps = 1
-    c.checkpoint.every_steps = 2
-    c.eval.update(every_steps=0, at_end=("dev_test",), batch_size=50, flip="none")
-  elif arg:
-    raise ValueError(f"configs/inception_resnet_v1_finetune.py: unknown variant {arg!r}; "
-                     "use '' or 'smoke'")
-  c.batch_size = c.num_identities * c.images_per_identity
+  c.eval.update(every_steps=500, at_end=("dev_test",), batch_size=100, distance="cosine",
+                flip="concat", subtract_mean=True)
+  if variant == "smoke":
+    common.smoke(c)
+    c.eval.update(batch_size=50, flip="none")
   return c

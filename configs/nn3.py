@@ -1,49 +1,33 @@
 r"""FaceNet NN3 (NN2 architecture at 160x160): semi-hard triplets on LFW DevTrain
 people.
 
+  python -m facejax.main --config=configs/nn3.py --workdir=/tmp/nn3
+
 Net: `facejax/models/inception.py`, `FaceNetInception(net="nn3")`: NN2's layer
 table at 160x160 input ("identical in architecture", paper §3.3): 7.46M params,
 815 M multiply-adds per face (771 M as XLA counts them); the paper gives no
 per-net figures.
 
-Recipe (FaceNet paper, Schroff et al. 2015, §3.3 and §4): 128-D embedding,
-triplet margin 0.2, online semi-hard negatives within identity-balanced P x K
-batches, AdaGrad lr 0.05 (constant), 160x160 input. Deviations here:
-  * BatchNorm between every conv and its ReLU (`model.batch_norm=True`; the
-    paper has none). The paper trained on 100M-200M faces; FaceNet nets trained
-    from scratch on LFW alone collapse without it (all embeddings equal, loss
-    stuck at the margin; see facejax/models/nn1.py). The `paper` variant turns
-    it off.
-  * Batches of 45 people x 4 faces (FaceNet: ~1,800 faces, ~40 per person): LFW
-    DevTrain people have few images (median 2-3; missing slots are masked).
-  * No face alignment: a 150-px centre crop of the 250x250 LFW original resized
-    to 172, then a random 160 crop (the centre crop at evaluation).
+Recipe: `configs/common.py` facenet_inception (the paper's semi-hard triplets
+with AdaGrad 0.05, BatchNorm added, 45 x 4 batches). Input: no face alignment;
+a 150-px centre crop of the 250x250 LFW original resized to 172, then a
+random 160 crop (the centre crop at evaluation).
 
 Variants (`--config=configs/nn3.py:<arg>`):
-  (none)  the recipe above, 20,000 steps. Expected runtime on 2 CPU cores:
-          measured 19.9 s per 180-face step (load ~2 on the 2 shared cores):
-          ~4.6 days for 20k steps. Run it on an accelerator. On one H100-class
-          GPU an ESTIMATE (not measured: 3 x 815 M MACs x 180 faces = 0.9 TFLOP
-          per step) is ~0.03-0.05 s/step, bound by JPEG decoding: ~15-20 min for
-          20k steps. Expected result: far below the paper's 88.3% VAL at 1e-3
-          FAR (Table 3, on their hold-out set after training on 100M+ faces);
-          LFW DevTrain has ~9.5k unaligned faces. Watch `embedding_spread` for
-          collapse.
-  paper   the same without BatchNorm, as the paper specifies.
-  smoke   width-0.125 net at 32x32, the net's total stride, so 5a/5b see a 1x1
-          map; 2 steps of 4 people x 2 images from 20 identities, checkpoint,
-          then the LFW DevTest evaluation: a pipeline check only; its accuracy
-          means nothing.
-
-Command:
-  python -m facejax.main --config=configs/nn3.py --workdir=/tmp/nn3
-Data: `--config.data.data_dir=/path/holding/lfw` or FACEJAX_DATA_DIR.
+  (none)  20,000 steps. On 2 CPU cores: measured 19.9 s per 180-face
+          step (load ~2): ~4.6 days. One H100-class GPU, ESTIMATED (3 x 815 M
+          MACs x 180 faces = 0.9 TFLOP a step): ~0.03-0.05 s/step, bound by JPEG
+          decoding, ~15-20 min. Expected: far below the paper's 88.3% VAL at
+          1e-3 FAR.
+  paper   NN3 as the paper specifies it, without BatchNorm.
+  smoke   NN3 at width 0.125 and 32x32, its total stride (5a/5b see a 1x1 map):
+          the pipeline check of `configs/common.py` facenet_inception.
 """
 
 import ml_collections
 
-from facejax.config_lib import facenet_inception_config
+from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  return facenet_inception_config("nn3", arg, image_size=160, resize_size=172)
+  return common.facenet_inception("nn3", arg, image_size=160, resize_size=172)

@@ -1,47 +1,32 @@
 r"""FaceNet NN4 (Inception, 96x96): semi-hard triplets on LFW DevTrain people.
 
+  python -m facejax.main --config=configs/nn4.py --workdir=/tmp/nn4
+
 Net: `facejax/models/inception.py`, `FaceNetInception(net="nn4")`: NN2's table
 at 96x96 without the 5x5 branches of 5a/5b (our reading of "no 5x5 convolutions
 in the higher layers", the same as OpenFace's nn4): 6.94M params, 289 M
 multiply-adds per face (264 M as XLA counts them; paper: 285M).
 
-Recipe (FaceNet paper, Schroff et al. 2015, §3.3 and §4): 128-D embedding,
-triplet margin 0.2, online semi-hard negatives within identity-balanced P x K
-batches, AdaGrad lr 0.05 (constant), 96x96 input. Deviations here:
-  * BatchNorm between every conv and its ReLU (`model.batch_norm=True`; the
-    paper has none). The paper trained on 100M-200M faces; FaceNet nets trained
-    from scratch on LFW alone collapse without it (all embeddings equal, loss
-    stuck at the margin; see facejax/models/nn1.py). The `paper` variant turns
-    it off.
-  * Batches of 45 people x 4 faces (FaceNet: ~1,800 faces, ~40 per person): LFW
-    DevTrain people have few images (median 2-3; missing slots are masked).
-  * No face alignment: a 140-px centre crop of the 250x250 LFW original resized
-    to 104, then a random 96 crop (the centre crop at evaluation).
+Recipe: `configs/common.py` facenet_inception (the paper's semi-hard triplets
+with AdaGrad 0.05, BatchNorm added, 45 x 4 batches). Input: no face alignment;
+a 140-px centre crop of the 250x250 LFW original resized to 104, then a
+random 96 crop (the centre crop at evaluation).
 
 Variants (`--config=configs/nn4.py:<arg>`):
-  (none)  the recipe above, 20,000 steps. Expected runtime on 2 CPU cores:
-          measured 5.7 s per 180-face step (load ~3 on the 2 shared cores): ~32
-          hours for 20k steps. On one H100-class GPU an ESTIMATE (not measured:
-          3 x 289 M MACs x 180 faces = 0.3 TFLOP per step) is ~0.03-0.05 s/step,
-          bound by JPEG decoding: ~15 min for 20k steps. Expected result: far
-          below the paper's 82.0% VAL at 1e-3 FAR (Table 3, on their hold-out
-          set after training on 100M+ faces); LFW DevTrain has ~9.5k unaligned
-          faces. Watch `embedding_spread` for collapse.
-  paper   the same without BatchNorm, as the paper specifies.
-  smoke   width-0.125 net at 32x32, the net's total stride, so 5a/5b see a 1x1
-          map; 2 steps of 4 people x 2 images from 20 identities, checkpoint,
-          then the LFW DevTest evaluation: a pipeline check only; its accuracy
-          means nothing.
-
-Command:
-  python -m facejax.main --config=configs/nn4.py --workdir=/tmp/nn4
-Data: `--config.data.data_dir=/path/holding/lfw` or FACEJAX_DATA_DIR.
+  (none)  20,000 steps; 5.7 s per 180-face step measured on 2 CPU cores
+          (load ~3), ~32 hours. An H100-class GPU (an ESTIMATE from 3 x 289 M
+          MACs x 180 faces = 0.3 TFLOP a step) would take ~0.03-0.05 s/step,
+          bound by JPEG decoding: ~15 min. Expected: far below the paper's
+          82.0%.
+  paper   NN4 as the paper specifies it, without BatchNorm.
+  smoke   NN4 at width 0.125 and 32x32, its total stride (5a/5b see a 1x1 map):
+          the pipeline check of `configs/common.py` facenet_inception.
 """
 
 import ml_collections
 
-from facejax.config_lib import facenet_inception_config
+from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  return facenet_inception_config("nn4", arg, image_size=96, resize_size=104, source_crop=140)
+  return common.facenet_inception("nn4", arg, image_size=96, resize_size=104, source_crop=140)

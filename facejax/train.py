@@ -1,4 +1,4 @@
-"""Training: a jitted, mesh-sharded triplet step, Orbax checkpoints, periodic LFW eval.
+"""Training: a jitted, mesh-sharded step, Orbax checkpoints, periodic LFW eval.
 
 `train_step(state, batch) -> (state, metrics)` is jitted over a 1-D device
 mesh ("data"): the global batch is split across devices, params are
@@ -29,7 +29,7 @@ from facejax import config_checks
 from facejax import optimizers
 from facejax.data import datasets
 from facejax.data import input_pipeline
-from facejax.losses import Objective, make_objective
+from facejax.losses import Head, init_head, make_objective
 from facejax.models import create_model
 
 
@@ -37,11 +37,13 @@ from facejax.models import create_model
 class TrainState:
   """Everything a step reads and writes. `rng` is a raw uint32[2] key.
 
-  `head` (a classifier or margin head, `{}` for triplet losses) is trained
-  with `params` by the same optimizer, whose state covers
-  `{"model": params, "head": head}`. `loss_state` (the center-loss centers,
-  or `{}`) is moved by the loss's own update rule. Both are training-only:
-  they are saved in the "train" checkpoint item, not in "model".
+  `head` (the loss head's params: a classifier's kernel and bias, `{}` for
+  triplet losses) is trained with `params` by the same optimizer, whose
+  state covers `{"model": params, "head": head}`. `loss_state` holds the
+  head's other variable collections (the center-loss centers, or `{}`),
+  which the head moves by its own rule. Both are training-only: they are
+  saved in the "train" checkpoint item, not in "model". `lr_scale` (float32)
+  multiplies every update: the divergence guard lowers it on a rollback.
   """
   step: jax.Array
   params: Any
@@ -50,11 +52,14 @@ class TrainState:
   rng: jax.Array
   head: Any = flax.struct.field(default_factory=dict)
   loss_state: Any = flax.struct.field(default_factory=dict)
+  lr_scale: jax.Array = flax.struct.field(default_factory=lambda: jnp.ones((), jnp.float32))
 
   def model_vars(self) -> dict:
     return {"params": self.params, "batch_stats": self.batch_stats}
 
   def train_vars(self) -> dict:
+    """The "train" checkpoint item. `lr_scale` is kept in the meta item (a JSON number), so
+    the item's layout, and checkpoints written before the scale joined the state, stay valid."""
     return {"opt_state": self.opt_state, "step": self.step, "rng": self.rng,
             "head": self.head, "loss_state": self.loss_state}
 
@@ -67,16 +72,25 @@ def make_mesh(devices=None) -> Mesh:
   return Mesh(np.asarray(devices), ("data",))
 
 
+def _default_objective(config: ml_collections.ConfigDict) -> Head:
+  """The head of a triplet `config.loss`, which needs no class count."""
+  return make_objective(config.loss, num_classes=0, feature_dim=0)
+
+
 def create_train_state(config: ml_collections.ConfigDict, model: nn.Module,
                        tx: optax.GradientTransformation, rng: jax.Array,
-                       objective: Objective | None = None) -> TrainState:
-  """Initialises params (float32), the loss head/state and the optimizer state from `rng`."""
+                       objective: Head | None = None) -> TrainState:
+  """Initialises params (float32), the loss head and the optimizer state from `rng`.
+
+  `objective` defaults to `config.loss` for a triplet loss; a classification
+  loss must pass its head (`make_objective` with the class count).
+  """
+  objective = _default_objective(config) if objective is None else objective
   h, w = datasets.hw(config.data.image_size)
   init_rng, state_rng = jax.random.split(rng)
-  head, loss_state = {}, {}
-  if objective is not None:
-    # A key of its own, so that adding a head leaves the net's init unchanged.
-    head, loss_state = objective.init(jax.random.fold_in(init_rng, 1))
+  # A key of its own, so that adding a head leaves the net's init unchanged.
+  head_vars = init_head(objective, jax.random.fold_in(init_rng, 1))
+  head = head_vars.pop("params", {})
   # Jitted: an eager init compiles one RNG kernel per parameter shape (tens of
   # seconds for the Inception nets on CPU).
   init = jax.jit(functools.partial(model.init, train=False))
@@ -85,11 +99,11 @@ def create_train_state(config: ml_collections.ConfigDict, model: nn.Module,
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get("batch_stats", {}),
                     opt_state=tx.init({"model": params, "head": head}),
-                    rng=jax.random.key_data(state_rng), head=head, loss_state=loss_state)
+                    rng=jax.random.key_data(state_rng), head=head, loss_state=head_vars)
 
 
 def train_step(state: TrainState, batch: dict, *, model: nn.Module,
-               tx: optax.GradientTransformation, objective: Objective) -> tuple[TrainState, dict]:
+               tx: optax.GradientTransformation, objective: Head) -> tuple[TrainState, dict]:
   """One optimizer step on the global batch.
 
   Args:
@@ -99,54 +113,47 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
     (new state, metrics dict of scalars).
   """
   step_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-  mutable = ["batch_stats"] if jax.tree.leaves(state.batch_stats) else []
-  if objective.uses_features:
-    mutable.append("intermediates")
 
   def compute_loss(trainable):
-    variables = {"params": trainable["model"]}
-    if "batch_stats" in mutable:
-      variables["batch_stats"] = state.batch_stats
-    if mutable:
-      emb, updates = model.apply(variables, batch["image"], train=True,
-                                 rngs={"dropout": step_rng}, mutable=mutable)
-    else:
-      emb, updates = model.apply(variables, batch["image"], train=True,
-                                 rngs={"dropout": step_rng}), {}
-    features = updates["intermediates"]["features"][0] if objective.uses_features else emb
-    loss, metrics = objective.loss(emb, features, batch["label"], batch["mask"],
-                                   trainable["head"], state.loss_state, state.step)
-    new_stats = updates.get("batch_stats", state.batch_stats)
-    return loss, (metrics, new_stats, emb, features)
+    (emb, features), net_updates = model.apply(
+        {"params": trainable["model"], "batch_stats": state.batch_stats}, batch["image"],
+        train=True, rngs={"dropout": step_rng}, mutable=["batch_stats"])
+    # The objective's one call: the loss, and its own state (the centers) moved by its rule.
+    (loss, metrics), head_updates = objective.apply(
+        {"params": trainable["head"], **state.loss_state}, emb, features,
+        labels=batch["label"], mask=batch["mask"], step=state.step,
+        mutable=list(state.loss_state))
+    return loss, (metrics, net_updates, head_updates, emb)
 
-  (loss, (metrics, new_stats, emb, features)), grads = jax.value_and_grad(
+  (loss, (metrics, net_updates, head_updates, emb)), grads = jax.value_and_grad(
       compute_loss, has_aux=True)(state.trainable())
   updates, opt_state = tx.update(grads, state.opt_state, state.trainable())
+  # Scaling the updates scales the learning rate: the optimizers facejax builds
+  # (SGD, Adam, AdaGrad, AdamW, ..., after clipping and the L2 term) end in
+  # `-learning_rate * direction`, with no state that depends on the rate. So a
+  # rollback changes a number in the state, not the optimizer or the compiled step.
+  updates = jax.tree.map(lambda u: u * state.lr_scale.astype(u.dtype), updates)
   trainable = optax.apply_updates(state.trainable(), updates)
-  # Centers move by their own rule, from this step's global batch: under jit
-  # the update reduces over every shard, so all replicas stay identical.
-  # `features` is the embedding unless the objective reads the raw features.
-  loss_state = objective.update_state(state.loss_state, features, batch["label"], batch["mask"])
   mask = batch["mask"].astype(jnp.float32)
   # Collapse check (FaceNet §3.2): spread of the embeddings around their mean.
   mean_emb = jnp.sum(emb * mask[:, None], 0) / jnp.maximum(mask.sum(), 1.0)
   spread = jnp.sum(jnp.sum(jnp.square(emb - mean_emb), -1) * mask) / jnp.maximum(mask.sum(), 1.0)
   metrics = dict(metrics, loss=loss, grad_norm=optax.tree_utils.tree_norm(grads),
                  embedding_spread=spread, valid_images=mask.sum())
-  new_state = state.replace(step=state.step + 1, params=trainable["model"],
-                            head=trainable["head"], opt_state=opt_state, batch_stats=new_stats,
-                            loss_state=loss_state)
+  new_state = state.replace(
+      step=state.step + 1, params=trainable["model"], head=trainable["head"],
+      opt_state=opt_state, batch_stats=net_updates.get("batch_stats", state.batch_stats),
+      loss_state={**state.loss_state, **head_updates})
   return new_state, metrics
 
 
-def make_jitted_step(config, model, tx, mesh: Mesh, objective: Objective | None = None):
+def make_jitted_step(config, model, tx, mesh: Mesh, objective: Head | None = None):
   """train_step jitted with replicated state and batch sharded over "data".
 
   `objective` defaults to `config.loss` for a triplet loss (which needs no
   class count); classification losses must pass theirs.
   """
-  if objective is None:
-    objective = make_objective(config.loss, num_classes=0, feature_dim=0)
+  objective = _default_objective(config) if objective is None else objective
   replicated = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P("data"))
   step = functools.partial(train_step, model=model, tx=tx, objective=objective)
@@ -176,16 +183,9 @@ def prefetch_to_mesh(batches: Iterator[dict], mesh: Mesh, size: int = 2) -> Iter
     yield queue.popleft()
 
 
-def _evaluate(config, workdir, state, protocols, step, writer):
-  """Runs the separate LFW evaluator on the in-memory params; logs its scalars."""
-  from facejax.evaluation import evaluate_lfw  # the evaluator does not import the trainer
-  for protocol in protocols:
-    result = evaluate_lfw(config, workdir=workdir, variables=state.model_vars(), step=step,
-                          protocol=protocol)
-    if jax.process_index() == 0:
-      logging.info("step %d: %s", step, result.summary())
-    if writer:
-      writer.scalars(step, {f"eval/{protocol}/{k}": v for k, v in result.scalars().items()})
+def is_due(step: int, every: int) -> bool:
+  """Whether an action done every `every` steps (0: never) is due after `step` steps."""
+  return every > 0 and step % every == 0
 
 
 def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
@@ -200,9 +200,9 @@ class DivergenceGuard:
   Checked at every logging step and before every checkpoint save, so a saved
   step is never a diverged one. `action` "stop" raises DivergenceError;
   "rollback" restores the newest good checkpoint (or the initial state),
-  multiplies the learning rate by `rollback_lr_factor` and goes on, at most
-  `max_rollbacks` times over the whole run (the count and the lowered scale
-  are kept in the checkpoint meta, so a restart keeps them).
+  multiplies the learning-rate scale by `rollback_lr_factor` and goes on, at
+  most `max_rollbacks` times over the whole run (the count and the lowered
+  scale are kept in the checkpoint meta, so a restart keeps them).
   """
   action: str = "stop"
   min_embedding_spread: float = 1e-4
@@ -226,6 +226,10 @@ class DivergenceGuard:
               f"config.divergence.min_embedding_spread={self.min_embedding_spread:g}")
     return None
 
+  def may_roll_back(self, rollbacks: int) -> bool:
+    """Whether a run that has rolled back `rollbacks` times may do so again."""
+    return self.action == "rollback" and rollbacks < self.max_rollbacks
+
 
 class DivergenceError(FloatingPointError):
   """Training diverged; the message names the step and the last good checkpoint."""
@@ -247,7 +251,7 @@ def init_model_vars_from(config, source_workdir: str, target: dict) -> dict:
                                             quarantine=False) if manager.all_steps() else None
   manager.close()
   if found is None:
-    raise FileNotFoundError(
+    raise checkpointing.NoCheckpointError(
         f"config.init_from={source_workdir!r} holds no checkpoint: point it at a training "
         f"workdir or at the output of `python -m facejax.convert --workdir=...`")
   step, _, model_vars, _ = found
@@ -268,8 +272,10 @@ def restore_or_init(config, workdir, manager, model, tx, objective) -> tuple[Tra
       state = state.replace(params=model_vars["params"], batch_stats=model_vars["batch_stats"])
     return state, {}
   step, meta, model_vars, train_vars = found
+  # The scale was saved as float(float32) in JSON: the same float32 comes back.
+  lr_scale = jax.device_put(np.float32(meta.get("lr_scale", 1.0)), state.lr_scale.sharding)
   state = state.replace(params=model_vars["params"], batch_stats=model_vars["batch_stats"],
-                        **train_vars)
+                        lr_scale=lr_scale, **train_vars)
   logging.info("Resumed from %s at step %d", checkpointing.checkpoint_dir(workdir), step)
   return state, meta
 
@@ -279,100 +285,134 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   validate_config(config, jax.device_count())
   checkpointing.workdir_path(workdir).mkdir(parents=True, exist_ok=True)
   is_chief = jax.process_index() == 0
-  mesh = make_mesh()
   model = create_model(config.model)
   source = datasets.build_train_source(config.data)
-  objective = make_objective(config.loss, num_classes=len(source.class_names),
-                             feature_dim=model.embedding_dim)
   if is_chief and source.report is not None:
     (checkpointing.workdir_path(workdir) / "data_report.json").write_text(
         json.dumps(source.report.to_dict(), indent=1))
-  guard = DivergenceGuard.from_config(config)
+  objective = make_objective(config.loss, num_classes=len(source.class_names),
+                             feature_dim=model.embedding_dim)
+  tx = optimizers.create_optimizer(config.optimizer, config.num_train_steps)
+  mesh = make_mesh()
   manager = checkpointing.make_manager(workdir, max_to_keep=config.checkpoint.max_to_keep,
                                        async_save=config.checkpoint.get("async_save", True))
-  tx = optimizers.create_optimizer(config.optimizer, config.num_train_steps)
-  state, meta = restore_or_init(config, workdir, manager, model, tx, objective)
-  lr_scale, rollbacks = meta.get("lr_scale", 1.0), meta.get("rollbacks", 0)
-  prep = datasets.preprocessing(config.data, train=True)
-  writer = _SummaryWriter(workdir) if is_chief else None
-  progress = _progress(int(state.step), config.num_train_steps, is_chief)
-
+  restore = functools.partial(restore_or_init, config, workdir, manager, model, tx, objective)
+  state, meta = restore()
+  loop = _Loop(config=config, workdir=workdir, source=source, mesh=mesh, manager=manager,
+               step_fn=make_jitted_step(config, model, tx, mesh, objective),
+               guard=DivergenceGuard.from_config(config),
+               writer=_SummaryWriter(workdir) if is_chief else None,
+               progress=_progress(int(state.step), config.num_train_steps, is_chief))
+  rollbacks = meta.get("rollbacks", 0)
   try:
     while True:
-      start_step = int(state.step)
-      tx = optimizers.create_optimizer(config.optimizer, config.num_train_steps, lr_scale)
-      batches = input_pipeline.train_batches(
-          source.table, source.indices_by_class, prep,
-          num_identities=config.num_identities, images_per_identity=config.images_per_identity,
-          seed=config.seed, start_step=start_step, num_steps=config.num_train_steps,
-          process_index=jax.process_index(), process_count=jax.process_count(),
-          sampling=config.data.get("sampling", "pk"), batch_size=config.batch_size)
-      step_fn = make_jitted_step(config, model, tx, mesh, objective)
-      save_meta = functools.partial(checkpointing.checkpoint_meta, config, lr_scale=lr_scale,
-                                    rollbacks=rollbacks)
+      lr_scale = float(state.lr_scale)  # read now: the steps donate `state`'s buffers
       try:
-        state = _train_loop(config, workdir, state, batches, step_fn, mesh, manager, writer,
-                            progress, guard, save_meta)
+        state = loop.run(state, rollbacks)
         break
       except DivergenceError as e:
         logging.error("%s", e)
-        if guard.action != "rollback" or rollbacks >= guard.max_rollbacks:
+        if not loop.guard.may_roll_back(rollbacks):
           raise
         manager.wait_until_finished()
         rollbacks += 1
-        lr_scale *= guard.rollback_lr_factor
-        state, _ = restore_or_init(config, workdir, manager, model, tx, objective)
-        logging.warning("Rollback %d/%d: back to step %d with the learning rate x%g",
-                        rollbacks, guard.max_rollbacks, int(state.step), lr_scale)
-        if writer:
-          writer.scalars(e.step, {"divergence/rollback_to_step": int(state.step),
-                                  "divergence/lr_scale": lr_scale})
-        progress.reset(config.num_train_steps)
-        progress.update(int(state.step))
+        state, _ = restore()
+        lr_scale *= loop.guard.rollback_lr_factor
+        state = state.replace(lr_scale=jax.device_put(np.float32(lr_scale),
+                                                      state.lr_scale.sharding))
+        loop.rolled_back(e.step, state, rollbacks)
   finally:
     # A Python-level failure (bad image, NaN, Ctrl-C) must not lose the
     # checkpoint that is still being written in the background.
     manager.wait_until_finished()
-    progress.close()
+    loop.progress.close()
 
-  _evaluate(config, workdir, state, config.eval.at_end, int(state.step), writer)
-  if writer:
-    writer.close()
+  _evaluate(config, workdir, state, config.eval.at_end, int(state.step), loop.writer)
+  if loop.writer:
+    loop.writer.close()
   manager.close()
   return state
 
 
-def _train_loop(config, workdir, state, batches, step_fn, mesh, manager, writer, progress,
-                guard, save_meta):
-  images_per_step = config.batch_size
-  t_last, n_last = time.perf_counter(), 0
-  for data_step, batch in prefetch_to_mesh(batches, mesh, config.device_prefetch):
-    step = data_step + 1  # step count after this update
-    state, metrics = step_fn(state, batch)
-    n_last += 1
-    log_now = step % config.log_every_steps == 0 or step == config.num_train_steps
-    save_now = step % config.checkpoint.every_steps == 0 or step == config.num_train_steps
-    if log_now or save_now:
-      metrics = jax.device_get(metrics)
-      reason = guard.reason(metrics)
-      if reason:
-        raise DivergenceError(step, reason, manager.latest_step())
-    if log_now:
-      now = time.perf_counter()
-      metrics["images_per_sec"] = n_last * images_per_step / (now - t_last)
-      t_last, n_last = now, 0
-      if writer:
-        writer.scalars(step, metrics)
-      # Triplet losses report the active fraction, classifiers their accuracy.
-      shown = "fraction_active" if "fraction_active" in metrics else "accuracy"
-      progress.set_postfix(loss=f"{metrics['loss']:.4f}", **{shown: f"{metrics[shown]:.2f}"},
-                           img_s=f"{metrics['images_per_sec']:.1f}")
-    progress.update(1)
-    if save_now:
-      checkpointing.save(manager, step, state.model_vars(), state.train_vars(), save_meta(step))
-    if config.eval.every_steps and step % config.eval.every_steps == 0 and step != config.num_train_steps:
-      _evaluate(config, workdir, state, config.eval.during_training, step, writer)
-  return state
+@dataclasses.dataclass(frozen=True)
+class _Loop:
+  """The training loop and what it runs with, fixed for the whole run."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  source: datasets.TrainSource
+  mesh: Mesh
+  manager: Any  # orbax CheckpointManager
+  step_fn: Callable[[TrainState, dict], tuple[TrainState, dict]]
+  guard: DivergenceGuard
+  writer: "_SummaryWriter | None"
+  progress: Any  # tqdm
+
+  def run(self, state: TrainState, rollbacks: int) -> TrainState:
+    """Steps from `state.step` to `config.num_train_steps`, logging, saving and evaluating
+    when due. Raises DivergenceError, before saving, when a checked step diverged."""
+    c = self.config
+    batches = input_pipeline.train_batches(
+        self.source.table, self.source.indices_by_class,
+        datasets.preprocessing(c.data, train=True), input_pipeline.Sampler.from_config(c),
+        start_step=int(state.step), num_steps=c.num_train_steps,
+        process_index=jax.process_index(), process_count=jax.process_count())
+    t_last, n_last = time.perf_counter(), 0
+    for data_step, batch in prefetch_to_mesh(batches, self.mesh, c.device_prefetch):
+      step = data_step + 1  # step count after this update
+      state, metrics = self.step_fn(state, batch)
+      n_last += 1
+      last = step == c.num_train_steps
+      log_now = is_due(step, c.log_every_steps) or last
+      save_now = is_due(step, c.checkpoint.every_steps) or last
+      if log_now or save_now:
+        metrics = jax.device_get(metrics)
+        reason = self.guard.reason(metrics)
+        if reason:
+          raise DivergenceError(step, reason, self.manager.latest_step())
+      if log_now:
+        now = time.perf_counter()
+        metrics["images_per_sec"] = n_last * c.batch_size / (now - t_last)
+        t_last, n_last = now, 0
+        self._log(step, metrics)
+      self.progress.update(1)
+      if save_now:
+        meta = checkpointing.checkpoint_meta(c, step, lr_scale=float(state.lr_scale),
+                                             rollbacks=rollbacks)
+        checkpointing.save(self.manager, step, state.model_vars(), state.train_vars(), meta)
+      if is_due(step, c.eval.every_steps) and not last:  # the last step has `eval.at_end`
+        _evaluate(c, self.workdir, state, c.eval.during_training, step, self.writer)
+    return state
+
+  def _log(self, step: int, metrics: dict) -> None:
+    if self.writer:
+      self.writer.scalars(step, metrics)
+    # Triplet losses report the active fraction, classifiers their accuracy.
+    shown = "fraction_active" if "fraction_active" in metrics else "accuracy"
+    self.progress.set_postfix(loss=f"{metrics['loss']:.4f}", **{shown: f"{metrics[shown]:.2f}"},
+                              img_s=f"{metrics['images_per_sec']:.1f}")
+
+  def rolled_back(self, diverged_step: int, state: TrainState, rollbacks: int) -> None:
+    """Reports a rollback to `state` and rewinds the progress bar."""
+    lr_scale = float(state.lr_scale)
+    logging.warning("Rollback %d/%d: back to step %d with the learning rate x%g",
+                    rollbacks, self.guard.max_rollbacks, int(state.step), lr_scale)
+    if self.writer:
+      self.writer.scalars(diverged_step, {"divergence/rollback_to_step": int(state.step),
+                                          "divergence/lr_scale": lr_scale})
+    self.progress.reset(self.config.num_train_steps)
+    self.progress.update(int(state.step))
+
+
+def _evaluate(config, workdir, state, protocols, step, writer):
+  """Runs the separate LFW evaluator on the in-memory params; logs its scalars."""
+  from facejax.evaluation import evaluate_lfw  # the evaluator does not import the trainer
+  for protocol in protocols:
+    result = evaluate_lfw(config, workdir=workdir, variables=state.model_vars(), step=step,
+                          protocol=protocol)
+    if jax.process_index() == 0:
+      logging.info("step %d: %s", step, result.summary())
+    if writer:
+      writer.scalars(step, {f"eval/{protocol}/{k}": v for k, v in result.scalars().items()})
 
 
 def _progress(start, total, enabled):

@@ -14,9 +14,15 @@ elementwise fusions. Per-net figures, before and after, are in
 
 The flag is only known to jaxlib 0.10.x (XLA aborts on unknown flags), so it is
 set only for those versions. It is not set when `XLA_FLAGS` already names it,
-or when FACEJAX_KEEP_XLA_FLAGS=1. It has to be in the environment before
-JAX creates its CPU client; importing `facejax` does this. It has no effect
-on GPU or TPU computations.
+or when FACEJAX_KEEP_XLA_FLAGS=1. It has no effect on GPU or TPU computations.
+
+Who sets it: importing `facejax` changes no environment variable for it. XLA
+reads `XLA_FLAGS` once, when JAX creates its CPU client on the first
+computation, so `set_default_xla_cpu_flags()` must run before that:
+`facejax.cli.run` calls it first thing, for every command-line entry point;
+`tests/conftest.py` and `benchmarks/_common.py` call it before importing JAX.
+A program that uses facejax as a library and wants the same speed calls it
+itself before its first JAX computation.
 """
 
 import os

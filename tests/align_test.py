@@ -160,7 +160,7 @@ def test_single_files_are_aligned_on_the_fly_like_the_tree(smoke_config, lfw_roo
   # The on-the-fly path (what verify/identify call) gives the embedding of the
   # same face as the folder run: exactly, when the tree is written losslessly.
   import jax
-  from facejax.evaluation.embed_files import embed_files
+  from facejax.inference import Embedder
   from facejax.models import create_model
   name = "Aaron_Peirsol"
   src = tmp_path / "src" / name
@@ -177,10 +177,45 @@ def test_single_files_are_aligned_on_the_fly_like_the_tree(smoke_config, lfw_roo
   model = create_model(c.model)
   variables = model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32), train=False)
   probes = [src / (f.stem + ".png") for f in files] + [src / "broken.png"]
-  on_the_fly = embed_files(c, variables, probes, align_spec=spec)
+  embedder = Embedder.from_variables(c, variables)
+  on_the_fly = embedder.embed_files(probes, align_spec=spec, progress=False)
   assert list(on_the_fly.skipped) == [str(src / "broken.png")]
   assert [r["status"] for r in on_the_fly.records] == ["aligned", "aligned"]
-  from_tree = embed_files(c, variables, [tmp_path / "aligned" / name / (f.stem + ".png")
-                                         for f in files])
+  from_tree = embedder.embed_files([tmp_path / "aligned" / name / (f.stem + ".png")
+                                    for f in files], progress=False)
   np.testing.assert_array_equal(on_the_fly.embeddings, from_tree.embeddings)
   np.testing.assert_allclose(np.linalg.norm(on_the_fly.embeddings, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", ["pgm", "gif"])
+def test_align_reads_pgm_and_extensionless_gif_folders(lfw_root, tmp_path, fmt):
+  from face_folders import gif_faces, pgm_faces
+  src = (pgm_faces if fmt == "pgm" else gif_faces)(lfw_root, tmp_path / "src", per_person=1)
+  spec = align.AlignSpec(mode="crop", image_size=(160, 160), margin=32)
+  report = align.align_folder(src, tmp_path / "aligned", spec, workers=1)
+  assert report["images"] == 5 and report["counts"]["error"] == 0
+  assert report["counts"]["aligned"] + report["counts"]["fallback"] == 5
+  for rel in (p.relative_to(src) for p in src.glob("*/*")):
+    with Image.open(tmp_path / "aligned" / rel) as im:  # same name, read by its content
+      assert im.size == (160, 160)
+
+
+def test_tools_align_counts_and_names_the_faces_not_found(smoke_config, lfw_root, tmp_path):
+  import jax
+  from facejax.inference import Embedder
+  from facejax.models import create_model
+  from facejax.tools import common, embed
+  c = smoke_config.copy_and_resolve_references()
+  c.data.update(source_crop=0)
+  variables = create_model(c.model).init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32),
+                                         train=False)
+  face = lfw_root / "lfw" / PEOPLE[0] / f"{PEOPLE[0]}_0001.jpg"
+  blank = tmp_path / "blank.png"
+  Image.fromarray(np.full((250, 250, 3), 128, np.uint8)).save(blank)
+  model = common.FaceModel(c, Embedder.from_variables(c, variables), str(tmp_path),
+                           align_spec=align.AlignSpec())
+  result = embed.embed_images(model, common.ImageList([str(face), str(blank)], ["", ""], "t"),
+                              progress=False)
+  assert result.names == [str(face), str(blank)] and result.no_face == [str(blank)]
+  text = result.summary()
+  assert "no face found in 1 image(s)" in text and str(blank) in text

@@ -23,8 +23,6 @@ from facejax.losses import (
     center_loss_term,
     combined_margin_logits,
     cosface_logits,
-    init_margin_head,
-    init_softmax_head,
     softmax_center_loss,
     softmax_loss,
     update_centers,
@@ -120,8 +118,11 @@ def _grads_finite_and_zero_on_padding(fn, x, mask, *params):
 
 
 def test_init_heads():
-  soft = init_softmax_head(jax.random.PRNGKey(0), 64, 100)
-  margin = init_margin_head(jax.random.PRNGKey(1), 64, 100)
+  # The heads' own params (facejax.losses.heads), initialised as the trainer does.
+  soft = losses.init_head(losses.SoftmaxHead(num_classes=100, feature_dim=64),
+                          jax.random.PRNGKey(0))["params"]
+  margin = losses.init_head(losses.CosFaceHead(num_classes=100, feature_dim=64),
+                            jax.random.PRNGKey(1))["params"]
   assert soft["kernel"].shape == (64, 100) and soft["kernel"].dtype == jnp.float32
   assert soft["bias"].shape == (100,) and float(jnp.abs(soft["bias"]).max()) == 0.0
   assert set(margin) == {"kernel"} and margin["kernel"].shape == (64, 100)

@@ -1,14 +1,11 @@
 """Every config's `smoke` variant trains, checkpoints and evaluates on the real LFW copy."""
 
-import importlib.util
 import json
-import pathlib
 
 import pytest
 
+import configs
 from facejax import checkpointing, train
-
-CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
 # One config name per line (configs/<name>.py), so concurrent additions merge.
 CONFIGS = [
@@ -25,17 +22,10 @@ CONFIGS = [
 ]
 
 
-def _load(name):
-  spec = importlib.util.spec_from_file_location(f"configs_{name}", CONFIG_DIR / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 @pytest.mark.parametrize("name", CONFIGS)
 def test_smoke_config_trains_and_evaluates(name, lfw_root, tmp_path):
   name, _, variant = name.partition(":")
-  c = _load(name).get_config(variant or "smoke")
+  c = configs.get_config(f"{name}:{variant or 'smoke'}")
   c.data.data_dir = str(lfw_root.parent)
   steps = c.num_train_steps
   train.train_and_evaluate(c, str(tmp_path))

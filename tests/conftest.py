@@ -2,9 +2,16 @@
 
 import os
 import pathlib
-import sys
 
-import pytest
+from facejax import xla_flags
+
+# The CLIs set facejax's default XLA:CPU flags in `cli.run`; most tests call
+# library functions instead, so set them here, before any test module imports
+# JAX and computes (XLA reads XLA_FLAGS once): tests then run what the
+# commands run.
+xla_flags.set_default_xla_cpu_flags()
+
+import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
@@ -24,8 +31,7 @@ def lfw_root() -> pathlib.Path:
 
 @pytest.fixture
 def smoke_config(lfw_root):
-  sys.path.insert(0, str(REPO / "configs"))
-  import nn1
+  from configs import nn1  # here, so a broken config fails only the tests that use it
   c = nn1.get_config("smoke")
   c.data.data_dir = str(lfw_root.parent)
   return c

@@ -49,7 +49,7 @@ def faces(lfw_root):
 def _facejax_embed(model_config, variables, x):
   model = InceptionResNetV1(embedding_dim=model_config.embedding_dim,
                             folded_bn=model_config.folded_bn)
-  return np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x))
+  return np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False)[0])(variables, x))
 
 
 def unfold_graph(graph_def, seed=0):

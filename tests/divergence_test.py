@@ -6,10 +6,11 @@ import jax
 import numpy as np
 import pytest
 
+from configs import common
 from facejax import checkpointing, train
 
 
-def _config(smoke_config, *, loss, lr, steps=8, action="stop", schedule="constant"):
+def _config(smoke_config, *, loss, lr, steps=8, action="stop", schedule="constant", **schedule_kw):
   c = smoke_config.copy_and_resolve_references()
   c.num_train_steps = steps
   c.checkpoint.every_steps = 2
@@ -17,7 +18,8 @@ def _config(smoke_config, *, loss, lr, steps=8, action="stop", schedule="constan
   c.eval.every_steps = 0
   c.eval.at_end = ()
   c.loss.name = loss
-  c.optimizer.update(name="sgd", learning_rate=lr, momentum=0.0, schedule=schedule)
+  c.optimizer = common.optimizer("sgd", lr, schedule=dict(name=schedule, warmup_steps=0,
+                                                          **schedule_kw))
   c.divergence.action = action
   return c
 
@@ -36,8 +38,8 @@ def test_exploding_learning_rate_stops_naming_the_step_and_last_good_checkpoint(
     smoke_config, tmp_path):
   # Steps 1-4 at lr 0.01, then the "step" schedule multiplies it by 1e32:
   # step 5 blows the weights up and step 6 sees a NaN loss.
-  c = _config(smoke_config, loss="semi_hard", lr=0.01, schedule="step")
-  c.optimizer.update(boundaries=(4,), decay_factor=1e32)
+  c = _config(smoke_config, loss="semi_hard", lr=0.01, schedule="step", boundaries=(4,),
+              decay_factor=1e32)
   with pytest.raises(train.DivergenceError, match="step 6: non-finite loss nan.*"
                      "last good checkpoint: step 4"):
     train.train_and_evaluate(c, str(tmp_path))
@@ -55,8 +57,8 @@ def test_hardest_negative_collapse_is_detected(smoke_config, tmp_path):
 
 def test_rollback_restores_the_last_good_step_and_lowers_the_learning_rate(
     smoke_config, tmp_path, caplog):
-  c = _config(smoke_config, loss="semi_hard", lr=0.01, schedule="step", action="rollback")
-  c.optimizer.update(boundaries=(4,), decay_factor=1e32)
+  c = _config(smoke_config, loss="semi_hard", lr=0.01, schedule="step", action="rollback",
+              boundaries=(4,), decay_factor=1e32)
   c.divergence.rollback_lr_factor = 1e-32  # back to 0.01 after the boundary
   with caplog.at_level(logging.WARNING):
     state = train.train_and_evaluate(c, str(tmp_path))
@@ -69,8 +71,8 @@ def test_rollback_restores_the_last_good_step_and_lowers_the_learning_rate(
 
   # Steps 5-8 after the rollback ran at lr 0.01 from the step-4 state: the
   # same as a run that never had the 1e32 boundary (bit-exact, same batches).
-  ref = _config(smoke_config, loss="semi_hard", lr=0.01, schedule="step")
-  ref.optimizer.update(boundaries=(4,), decay_factor=1.0)
+  ref = _config(smoke_config, loss="semi_hard", lr=0.01, schedule="step", boundaries=(4,),
+                decay_factor=1.0)
   straight = train.train_and_evaluate(ref, str(tmp_path / "ref"))
   for a, b in zip(jax.tree.leaves(straight.params), jax.tree.leaves(state.params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)

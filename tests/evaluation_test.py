@@ -7,8 +7,11 @@ import jax
 import numpy as np
 import pytest
 
+from facejax import distances, errors
 from facejax.evaluation import lfw_eval
-from facejax.models import NN1
+from facejax.evaluation import results as results_lib
+from facejax.inference import Embedder
+from facejax.models import NN1, create_model
 
 
 def test_view2_folds_follow_the_file_and_view1_folds_are_balanced(lfw_root):
@@ -27,23 +30,23 @@ def test_pair_distances_against_hand_computed_values():
   a = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0]])
   b = np.array([[0.0, 1.0], [0.0, 5.0], [-3.0, -4.0]])
   # Unit vectors: orthogonal -> |a-b|^2 = 2, cos 0; identical -> 0; opposite -> 4, cos -1.
-  np.testing.assert_allclose(lfw_eval.pair_distances(a, b, "euclidean"), [2.0, 0.0, 4.0])
-  np.testing.assert_allclose(lfw_eval.pair_distances(a, b, "cosine"), [1.0, 0.0, 2.0])
+  np.testing.assert_allclose(distances.pair_distances(a, b, "euclidean"), [2.0, 0.0, 4.0])
+  np.testing.assert_allclose(distances.pair_distances(a, b, "cosine"), [1.0, 0.0, 2.0])
 
 
 def test_mean_subtraction_uses_only_the_other_folds():
   rng = np.random.default_rng(0)
   a, b = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
   folds = np.array([0, 0, 1, 1])
-  got = lfw_eval.fold_distances(a, b, folds, "cosine", subtract_mean=True)
+  got = distances.fold_distances(a, b, folds, "cosine", subtract_mean=True)
   mean_for_fold0 = np.concatenate([a[2:], b[2:]]).mean(0)
   x, y = a[0] - mean_for_fold0, b[0] - mean_for_fold0
   np.testing.assert_allclose(got[0], 1 - x @ y / np.linalg.norm(x) / np.linalg.norm(y))
-  np.testing.assert_allclose(lfw_eval.fold_distances(a, b, folds, "cosine", False),
-                             lfw_eval.pair_distances(a, b, "cosine"))
+  np.testing.assert_allclose(distances.fold_distances(a, b, folds, "cosine", False),
+                             distances.pair_distances(a, b, "cosine"))
 
 
-def test_flip_concat_keeps_the_unflipped_embedding(lfw_root):
+def test_flip_concat_keeps_the_unflipped_embedding(smoke_config, lfw_root):
   from facejax.data import input_pipeline
   model = NN1(embedding_dim=8, maxout_features=8, conv_width=0.125)
   x = np.zeros((1, 32, 32, 3), np.float32)
@@ -51,8 +54,10 @@ def test_flip_concat_keeps_the_unflipped_embedding(lfw_root):
   paths = sorted(str(p) for p in (lfw_root / "lfw" / "Aaron_Peirsol").glob("*.jpg"))
   table = input_pipeline.ImageTable(paths)
   prep = input_pipeline.Preprocessing(image_size=(32, 32), resize_size=(36, 36), source_crop=140)
-  plain = lfw_eval.embed_table(model, variables, table, prep, batch_size=3)
-  concat = lfw_eval.embed_table(model, variables, table, prep, batch_size=3, flip="concat")
+  embedder = Embedder.from_variables(smoke_config, variables, model=model, preprocessing=prep,
+                                     batch_size=3, flip="none")
+  plain = embedder.embed_table(table, progress=False)
+  concat = embedder.replace(flip="concat").embed_table(table, progress=False)
   assert plain.shape == (len(paths), 8) and concat.shape == (len(paths), 16)
   np.testing.assert_allclose(concat[:, :8], plain, atol=1e-6)
   assert not np.allclose(concat[:, 8:], plain)
@@ -85,7 +90,7 @@ def test_ablation_settings_match_evaluate_lfw_one_by_one(smoke_config):
   # A conv net (random init), not raw pixels: mirroring both images of a pair
   # leaves raw-pixel distances unchanged, so only a net tells flip settings apart.
   h, w = datasets.hw(c.data.image_size)
-  v = lfw_eval.create_model(c.model).init(jax.random.key(0), jnp.zeros((1, h, w, 3)), train=False)
+  v = create_model(c.model).init(jax.random.key(0), jnp.zeros((1, h, w, 3)), train=False)
   variables = {"params": v["params"], "batch_stats": v.get("batch_stats", {})}
   settings = (("cosine", "concat", True), ("euclidean", "none", False))
   rows, info = ablation.evaluate_settings(c, variables=variables, protocol="view1",
@@ -100,8 +105,11 @@ def test_ablation_settings_match_evaluate_lfw_one_by_one(smoke_config):
 
 
 def test_empty_workdir_gives_a_clear_error(smoke_config, tmp_path):
-  with pytest.raises(FileNotFoundError, match="no checkpoint in .*checkpoints"):
+  with pytest.raises(FileNotFoundError, match="no checkpoint in .*checkpoints") as e:
     lfw_eval.evaluate_lfw(smoke_config, workdir=str(tmp_path))
+  # A user error: the CLIs print it as one line, naming the folder.
+  assert isinstance(e.value, errors.CheckpointError) and "\n" not in str(e.value)
+  assert str(tmp_path) in str(e.value)
 
 
 # --- per-fold table, View 1 alias, ablation options ------------------------------------------
@@ -121,7 +129,8 @@ def test_fold_table_and_json_folds_on_view1(smoke_config, tmp_path):
   c.model = {"name": "raw_pixels"}
   result = lfw_eval.evaluate_lfw(c, variables={"params": {}}, protocol="view1",
                                  distance="cosine", out_dir=str(tmp_path), step=3)
-  assert result.protocol == "dev_test" and result.json_path.endswith("lfw_dev_test_3.json")
+  # Cosine is not the config's distance (euclidean): the name says so.
+  assert result.protocol == "dev_test" and result.json_path.endswith("lfw_dev_test+cosine_3.json")
   v = result.verification
   lines = result.fold_table().splitlines()
   assert lines[0].split() == ["fold", "pairs", "same", "diff", "threshold", "accuracy", "VAL",
@@ -168,7 +177,6 @@ def test_prewhiten_option_reaches_the_embedding(smoke_config, lfw_root):
   from facejax.data import input_pipeline
   c = smoke_config
   c.model = {"name": "raw_pixels"}
-  model = lfw_eval.create_model(c.model)
   paths = sorted((lfw_root / "lfw" / "Aaron_Peirsol").glob("*.jpg"))[:3]
   table = input_pipeline.ImageTable([str(p) for p in paths])
   x = _pipeline_pixels(paths, lfw_eval.EvalOptions.resolve(c).preprocessing(c))
@@ -180,7 +188,9 @@ def test_prewhiten_option_reaches_the_embedding(smoke_config, lfw_root):
   for mode in ("fixed", "prewhiten"):
     options = lfw_eval.EvalOptions.resolve(c, standardization=mode)
     assert options.preprocessing(c).standardization == mode
-    got[mode] = lfw_eval.embed_table(model, {"params": {}}, table, options.preprocessing(c), 4)
+    embedder = Embedder.from_variables(c, {"params": {}}, standardization=mode, batch_size=4)
+    assert embedder.preprocessing == options.preprocessing(c)
+    got[mode] = embedder.embed_table(table, progress=False)
   np.testing.assert_allclose(got["prewhiten"], _unit(white), atol=2e-6)
   np.testing.assert_allclose(got["fixed"], _unit((x - 127.5) / 128), atol=2e-6)
   assert not np.allclose(got["fixed"], got["prewhiten"], atol=1e-3)
@@ -193,6 +203,7 @@ def test_prewhiten_option_reaches_the_embedding(smoke_config, lfw_root):
 from facejax.data import identity_folder as identity_folder_lib  # noqa: E402
 from facejax.data import lfw  # noqa: E402
 from facejax.evaluation import identity_pairs  # noqa: E402
+from facejax.evaluation.identity_pairs import IdentityFolderOptions  # noqa: E402
 
 # 10 LFW identities, 3 to 6 images each: enough for 10 folds x (4 + 4) pairs.
 SUBSET = ("Aaron_Peirsol", "Abdullah_Gul", "Adam_Sandler", "Al_Gore", "Alvaro_Uribe",
@@ -281,14 +292,17 @@ def test_pairs_file_round_trip_through_the_lfw_reader(lfw_root, tmp_path):
 
 
 def test_bad_identity_folders_are_named(smoke_config, tmp_path):
-  c, kw = smoke_config, dict(variables={"params": {}}, write=False)
+  c = smoke_config
+  kw = dict(options=IdentityFolderOptions(write=False), variables={"params": {}})
   c.model = {"name": "raw_pixels"}
-  with pytest.raises(FileNotFoundError, match="nowhere"):
+  with pytest.raises(FileNotFoundError, match="nowhere") as e:
     identity_pairs.evaluate_identity_folder(c, tmp_path / "nowhere", **kw)
+  assert isinstance(e.value, errors.UserError)
   empty = tmp_path / "empty"
   (empty / "Nobody").mkdir(parents=True)
-  with pytest.raises(ValueError, match=f"{empty} holds no identity folder with images"):
+  with pytest.raises(ValueError, match=f"{empty} holds no identity folder with images") as e:
     identity_pairs.evaluate_identity_folder(c, empty, **kw)
+  assert isinstance(e.value, errors.UserError)
   one = tmp_path / "one"
   (one / "Solo").mkdir(parents=True)
   for k in range(3):
@@ -314,7 +328,8 @@ def test_identity_folder_options_change_the_distances(smoke_config, small_folder
   c = smoke_config
   c.model = {"name": "raw_pixels"}
   run = lambda **kw: identity_pairs.evaluate_identity_folder(
-      c, small_folder, variables={"params": {}}, step=0, out_dir=str(tmp_path / "out"), **kw)
+      c, small_folder, IdentityFolderOptions(out_dir=str(tmp_path / "out"), **kw),
+      variables={"params": {}}, step=0)
   base = run(num_pairs=80, seed=3, distance="cosine")
   assert base.num_pairs == 80 and base.skipped == {"Al_Gore/Al_Gore_0099.jpg": "corrupt"}
   # The written pairs are reused as they are; readable images only.
@@ -362,7 +377,7 @@ def fresh_checkpoint(config, workdir, step=1):
   import jax.numpy as jnp
   from facejax import checkpointing
   from facejax.data import datasets
-  model = lfw_eval.create_model(config.model)
+  model = create_model(config.model)
   h, w = datasets.hw(config.data.image_size)
   v = model.init(jax.random.key(0), jnp.zeros((1, h, w, 3)), train=False)
   manager = checkpointing.make_manager(str(workdir), async_save=False)
@@ -389,11 +404,17 @@ def test_identity_folder_cli_with_a_fresh_smoke_model(smoke_config, small_folder
   assert "mean ± std" in out.stdout and "skipped 1 unreadable files" in out.stdout
   assert "Al_Gore/Al_Gore_0099.jpg (corrupt)" in out.stdout
   eval_dir = tmp_path / "w" / "eval"
-  with open(eval_dir / "identity_faces_1.json") as f:
+  # Keyed by what was measured: the folder and the two settings that are not the config's.
+  key = results_lib.identity_key(smoke_config, small_folder, 1, distance="euclidean",
+                                 flip="concat", subtract_mean=False, standardization="prewhiten")
+  assert key.stem == f"identity@{results_lib.folder_slug(small_folder)}+flip-concat+prewhiten_1"
+  assert key.stem.startswith("identity@faces-")
+  paths = key.paths(eval_dir)
+  with open(paths.json) as f:
     saved = json.load(f)
   assert 0 <= saved["accuracy"] <= 1 and saved["num_pairs"] == 80
   assert saved["flip"] == "concat" and saved["standardization"] == "prewhiten"
   assert [f["pairs"] for f in saved["folds"]] == [8] * 10
-  assert saved["pairs_file"] == str(eval_dir / "identity_faces_1_pairs.txt")
+  assert saved["pairs_file"] == paths.pairs
   assert lfw.read_pairs(saved["pairs_file"])[0].fold == 0
-  assert os.path.getsize(eval_dir / "identity_faces_1_roc.png") > 1000
+  assert os.path.getsize(paths.roc) > 1000

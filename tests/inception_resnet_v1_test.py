@@ -149,9 +149,13 @@ def small():
   model = InceptionResNetV1(embedding_dim=128, block_repeats=(1, 1, 1), dropout_rate=0.2)
   # The "rbg" PRNG compiles the init about twice as fast as threefry on CPU.
   variables = jax.jit(model.init)(jax.random.key(0, impl="rbg"), jnp.zeros((1, 75, 75, 3)))
-  fwd_eval = jax.jit(lambda v, x: model.apply(v, x, train=False))
-  fwd_train = jax.jit(lambda v, x, r: model.apply(v, x, train=True, mutable=["batch_stats"],
-                                                  rngs={"dropout": r}))
+  # Both return the embedding only (the nets' first output).
+  fwd_eval = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
+
+  def train_embed(v, x, r):
+    (e, _), updates = model.apply(v, x, train=True, mutable=["batch_stats"], rngs={"dropout": r})
+    return e, updates
+  fwd_train = jax.jit(train_embed)
   return model, variables, fwd_eval, fwd_train
 
 
@@ -200,8 +204,8 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(small):
   @jax.jit
   def step(params, batch_stats, opt_state):
     def loss_fn(p):
-      e, upd = model.apply({"params": p, "batch_stats": batch_stats}, x, train=True,
-                           mutable=["batch_stats"], rngs={"dropout": dropout_rng})
+      (e, _), upd = model.apply({"params": p, "batch_stats": batch_stats}, x, train=True,
+                                mutable=["batch_stats"], rngs={"dropout": dropout_rng})
       return batch_all_triplet_loss(e, labels, mask, margin=0.2)[0], upd["batch_stats"]
     (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)

@@ -63,9 +63,11 @@ def _take(it, n):
 def test_resumed_stream_equals_uninterrupted_stream(small_source):
   data, src = small_source
   prep = datasets.preprocessing(data, train=True)
-  kw = dict(num_identities=4, images_per_identity=3, seed=5, num_steps=6)
-  full = list(input_pipeline.train_batches(src.table, src.indices_by_class, prep, start_step=0, **kw))
-  resumed = list(input_pipeline.train_batches(src.table, src.indices_by_class, prep, start_step=3, **kw))
+  sampler = input_pipeline.Sampler(num_identities=4, images_per_identity=3, seed=5)
+  full = list(input_pipeline.train_batches(src.table, src.indices_by_class, prep, sampler,
+                                           start_step=0, num_steps=6))
+  resumed = list(input_pipeline.train_batches(src.table, src.indices_by_class, prep, sampler,
+                                              start_step=3, num_steps=6))
   assert len(full) == 6 and len(resumed) == 3
   for a, b in zip(full[3:], resumed):
     assert a["step"] == b["step"]
@@ -83,9 +85,10 @@ def test_resumed_stream_equals_uninterrupted_stream(small_source):
 def test_hosts_slices_assemble_the_global_batch(small_source):
   data, src = small_source
   prep = datasets.preprocessing(data, train=True)
-  kw = dict(num_identities=4, images_per_identity=3, seed=5, start_step=0, num_steps=2)
-  one = list(input_pipeline.train_batches(src.table, src.indices_by_class, prep, **kw))
-  parts = [list(input_pipeline.train_batches(src.table, src.indices_by_class, prep,
+  sampler = input_pipeline.Sampler(num_identities=4, images_per_identity=3, seed=5)
+  kw = dict(start_step=0, num_steps=2)
+  one = list(input_pipeline.train_batches(src.table, src.indices_by_class, prep, sampler, **kw))
+  parts = [list(input_pipeline.train_batches(src.table, src.indices_by_class, prep, sampler,
                                              process_index=i, process_count=2, **kw))
            for i in range(2)]
   for s in range(2):
@@ -142,7 +145,8 @@ def test_corrupt_image_error_names_the_file(tmp_path):
     list(input_pipeline.eval_batches(table, prep, batch_size=4))
   with pytest.raises(input_pipeline.ImageDecodeError, match="img4.jpg"):
     list(input_pipeline.train_batches(table, [np.arange(3), np.arange(3, 6)], prep,
-                                      num_identities=2, images_per_identity=3, seed=0,
+                                      input_pipeline.Sampler(num_identities=2,
+                                                             images_per_identity=3, seed=0),
                                       start_step=0, num_steps=2))
 
 

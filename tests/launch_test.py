@@ -16,7 +16,7 @@ import ast
 import dataclasses
 import difflib
 import functools
-import importlib.util
+import importlib
 import json
 import math
 import os
@@ -381,10 +381,8 @@ def pending_flags_landed() -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _config_module(path: pathlib.Path):
-  spec = importlib.util.spec_from_file_location(f"_launch_test_config_{path.stem}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  """`configs/<name>.py` (what `--config` names) as the package module `configs.<name>`."""
+  return importlib.import_module(".".join(path.relative_to(REPO).with_suffix("").parts))
 
 
 def _unresolved(value: str) -> bool:

@@ -106,3 +106,12 @@ def test_pointwise_conv_lowers_to_a_dot():
   hlo = jax.jit(lambda x, k: layers.conv_general_dilated(x, k, (1, 1), "SAME")).lower(
       x_nchw, k_oihw).as_text()
   assert "convolution" in hlo
+
+
+def test_normalized_embedding_returns_unit_rows_and_the_raw_features():
+  x = jnp.asarray([[3.0, 4.0], [0.0, -2.0]], jnp.bfloat16)
+  embedding, features = layers.normalized_embedding(x)
+  # The normalisation is computed in float32, even for a bf16 net.
+  assert embedding.dtype == jnp.float32 and features.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(embedding), [[0.6, 0.8], [0.0, -1.0]], atol=1e-6)
+  np.testing.assert_array_equal(np.asarray(features), np.asarray(x))

@@ -8,17 +8,30 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run(args, lfw_root, timeout=600):
+def _run(args, lfw_root, timeout=600, cwd=REPO):
   env = dict(os.environ, FACEJAX_DATA_DIR=str(lfw_root.parent), JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True,
+  return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True,
                         text=True, timeout=timeout)
 
 
+def _one_line_error(out, *fragments):
+  """A user error: non-zero exit, no traceback, one `error:` line naming what is wrong."""
+  assert out.returncode != 0
+  assert "Traceback" not in out.stderr, out.stderr[-3000:]
+  lines = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+  assert len(lines) == 1, out.stderr[-3000:]
+  for fragment in fragments:
+    assert fragment in lines[0], (fragment, lines[0])
+
+
 def test_smoke_trains_checkpoints_resumes_and_evaluates(lfw_root, tmp_path):
-  workdir = str(tmp_path / "w")
-  cfg = "--config=configs/nn1.py:smoke"
-  first = _run(["facejax.main", cfg, f"--workdir={workdir}"], lfw_root)
+  # The card's command as written, with no --workdir: the default is
+  # workdirs/<config>_<variant> under the current directory.
+  first = _run(["facejax.main", f"--config={REPO}/configs/nn1.py:smoke"], lfw_root, cwd=tmp_path)
   assert first.returncode == 0, first.stderr[-3000:]
+  workdir = str(tmp_path / "workdirs" / "nn1_smoke")
+  assert f"Workdir: {workdir} (default" in first.stderr
+  cfg = "--config=configs/nn1.py:smoke"
   ckpts = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
   assert ckpts[-1] == 12 and len(ckpts) == 3  # every 4 steps, keep 3
   with open(os.path.join(workdir, "eval", "lfw_12.json")) as f:
@@ -43,6 +56,11 @@ def test_smoke_trains_checkpoints_resumes_and_evaluates(lfw_root, tmp_path):
     again = json.load(f)
   assert again["accuracy"] == view2["accuracy"] and again["auc"] == view2["auc"]
 
+  # A checkpoint of another embedding size is a user error: one line naming both.
+  other = _run(["facejax.evaluation", cfg, "--config.model.embedding_dim=16",
+                f"--workdir={workdir}"], lfw_root)
+  _one_line_error(other, "embedding_dim")
+
 
 def test_unknown_config_key_is_named(lfw_root, tmp_path):
   out = _run(["facejax.main", "--config=configs/nn1.py:smoke", f"--workdir={tmp_path}",
@@ -56,5 +74,15 @@ def test_missing_data_names_the_variable(tmp_path):
   out = subprocess.run([sys.executable, "-m", "facejax.main", "--config=configs/nn1.py:smoke",
                         f"--workdir={tmp_path}"], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=300)
-  assert out.returncode != 0
-  assert "FACEJAX_DATA_DIR" in out.stderr and "config.data.data_dir" in out.stderr
+  _one_line_error(out, "FACEJAX_DATA_DIR", "config.data.data_dir")
+
+
+def test_bad_value_and_empty_workdir_are_one_line(lfw_root, tmp_path):
+  out = _run(["facejax.main", "--config=configs/nn1.py:smoke", f"--workdir={tmp_path / 'w'}",
+              "--config.optimizer.learning_rate=-1"], lfw_root)
+  _one_line_error(out, "config.optimizer.learning_rate")
+  assert not (tmp_path / "w").exists()  # refused before anything is written
+  out = _run(["facejax.evaluation", "--config=configs/nn1.py:smoke",
+              f"--workdir={tmp_path / 'empty'}"], lfw_root)
+  _one_line_error(out, str(tmp_path / "empty"))
+  assert "orbax" not in out.stderr.lower()

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "configs"))
+sys.path.insert(0, REPO)  # for the `configs` package
 
 
 def main():
@@ -25,14 +25,14 @@ def main():
                                  num_processes=int(nproc), process_id=int(pid),
                                  cpu_collectives="gloo")
   import jax
-  import nn1
+  from configs import common, nn1
   from facejax import train
   c = nn1.get_config("smoke")
   c.data.data_dir = os.environ["FACEJAX_DATA_DIR"]
   # Batch-all is continuous in the embeddings (no mining flips) and SGD keeps
   # float noise float-sized, so meshes of different shapes agree to rounding.
   c.loss.name = "batch_all"
-  c.optimizer.update(name="sgd", learning_rate=0.05, momentum=0.9)
+  c.optimizer = common.optimizer("sgd", 0.05, momentum=0.9)
   c.num_train_steps = int(steps)
   c.checkpoint.every_steps = 2
   c.eval.at_end = ("dev_test",)

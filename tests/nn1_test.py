@@ -52,9 +52,14 @@ def test_embeddings_are_unit_norm_and_shaped():
   model = NN1(embedding_dim=64, maxout_features=32, conv_width=0.25)
   x = jax.random.normal(jax.random.key(1), (3, 64, 64, 3))
   params = model.init(jax.random.key(0), x)
-  e = model.apply(params, x)
+  e, features = model.apply(params, x)
   assert e.shape == (3, 64) and e.dtype == jnp.float32
   np.testing.assert_allclose(np.linalg.norm(np.asarray(e), axis=1), 1.0, atol=1e-5)
+  # The second output is the same vectors before the normalisation.
+  assert features.shape == (3, 64)
+  np.testing.assert_allclose(
+      np.asarray(features) / np.linalg.norm(np.asarray(features), axis=1, keepdims=True),
+      np.asarray(e), atol=1e-6)
 
 
 def test_fc1_fan_in_follows_table():
@@ -102,11 +107,11 @@ def test_batch_norm_variant_keeps_stats_and_uses_them_at_eval():
   x = jax.random.normal(jax.random.key(2), (6, 32, 32, 3))
   variables = model.init(jax.random.key(0), x, train=False)
   assert "batch_stats" in variables and "bias" not in variables["params"]["conv1"]
-  e_train, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  (e_train, _), updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
   changed = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))),
                          variables["batch_stats"], updates["batch_stats"])
   assert all(jax.tree.leaves(changed))
-  e_eval = model.apply(variables, x, train=False)
+  e_eval, _ = model.apply(variables, x, train=False)
   np.testing.assert_allclose(np.linalg.norm(np.asarray(e_train), axis=1), 1.0, atol=1e-5)
   # Eval mode uses the running averages, so it differs from the batch-stats output.
   assert not np.allclose(np.asarray(e_train), np.asarray(e_eval))

@@ -132,7 +132,7 @@ def test_embeddings_are_unit_norm_128d(geometry):
   model = NN4Small2(pooling_geometry=geometry)
   x = jax.random.uniform(jax.random.key(1), (3, 96, 96, 3))
   variables = _np_variables(model, 96)
-  e = jax.jit(model.apply)(variables, x)
+  e, _ = jax.jit(model.apply)(variables, x)
   assert e.shape == (3, 128) and e.dtype == jnp.float32
   np.testing.assert_allclose(np.linalg.norm(np.asarray(e), axis=1), 1.0, atol=1e-5)
   assert np.all(np.isfinite(np.asarray(e)))
@@ -197,8 +197,8 @@ def test_training_steps_lower_loss_on_fixed_batch():
   tx = optax.adam(1e-3)
 
   def loss_fn(params, stats):
-    emb, upd = model.apply({"params": params, "batch_stats": stats}, x, train=True,
-                           mutable=["batch_stats"])
+    (emb, _), upd = model.apply({"params": params, "batch_stats": stats}, x, train=True,
+                                mutable=["batch_stats"])
     return batch_all_triplet_loss(emb, labels, mask, margin=0.2)[0], upd["batch_stats"]
 
   @jax.jit
@@ -224,7 +224,7 @@ def test_batch_stats_update_in_train_and_are_used_in_eval():
   apply_train = jax.jit(lambda v, x: model.apply(
       v, x, train=True, mutable=["batch_stats", "intermediates"],
       capture_intermediates=lambda mdl, _: mdl.path == ("conv1", "conv")))
-  e_train, updates = apply_train(variables, x)
+  (e_train, _), updates = apply_train(variables, x)
   changed = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))),
                          variables["batch_stats"], updates["batch_stats"])
   assert all(jax.tree.leaves(changed))
@@ -232,7 +232,7 @@ def test_batch_stats_update_in_train_and_are_used_in_eval():
   conv1_out = np.asarray(updates["intermediates"]["conv1"]["conv"]["__call__"][0])
   np.testing.assert_allclose(np.asarray(updates["batch_stats"]["conv1"]["bn"]["mean"]),
                              0.1 * conv1_out.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
-  apply_eval = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  apply_eval = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
   e_eval = apply_eval(variables, x)
   np.testing.assert_allclose(np.linalg.norm(np.asarray(e_eval), axis=1), 1.0, atol=1e-5)
   # Eval uses the running averages (init: mean 0, var 1), not the batch stats.

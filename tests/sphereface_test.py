@@ -119,7 +119,7 @@ def test_embeddings_are_unit_norm_and_shaped():
     assert model.depth == 20
     variables = variables or model.init(jax.random.key(0), x)  # params are float32 for both
     assert "batch_stats" not in variables
-    e = model.apply(variables, x, train=True)
+    e, _ = model.apply(variables, x, train=True)
     assert e.shape == (3, 32) and e.dtype == jnp.float32
     np.testing.assert_allclose(np.linalg.norm(np.asarray(e), axis=1), 1.0, atol=1e-5)
   assert {"sphereface20", "sphereface36", "sphereface64"} <= set(MODELS)
@@ -137,7 +137,8 @@ def test_training_steps_lower_loss_on_fixed_batch():
   opt_state = tx.init(params)
 
   def loss_fn(p):
-    return batch_all_triplet_loss(model.apply({"params": p}, images, train=True), labels, mask)[0]
+    emb, _ = model.apply({"params": p}, images, train=True)
+    return batch_all_triplet_loss(emb, labels, mask)[0]
 
   @jax.jit
   def step(p, s):
@@ -161,7 +162,7 @@ def test_zeroed_residual_units_are_identities():
   zeroed = {k: ({"kernel": jnp.zeros_like(v["kernel"])} if k.startswith("conv") and
                 not k.endswith("_1") else v) for k, v in params.items()}
   kept = {k: v for k, v in params.items() if k.endswith("_1") or k == "fc5"}
-  np.testing.assert_allclose(np.asarray(deep.apply({"params": zeroed}, x)),
-                             np.asarray(plain.apply({"params": kept}, x)), atol=1e-6)
-  assert not np.allclose(np.asarray(deep.apply({"params": params}, x)),
-                         np.asarray(plain.apply({"params": kept}, x)), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(deep.apply({"params": zeroed}, x)[0]),
+                             np.asarray(plain.apply({"params": kept}, x)[0]), atol=1e-6)
+  assert not np.allclose(np.asarray(deep.apply({"params": params}, x)[0]),
+                         np.asarray(plain.apply({"params": kept}, x)[0]), atol=1e-6)

@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facejax import checkpointing
+from face_folders import gif_faces, pgm_faces
+from facejax import checkpointing, errors
 from facejax.data import datasets
 from facejax.data.identity_folder import scan_identity_folder
+from facejax.distances import distance_matrix, pair_distances
 from facejax.evaluation import lfw_eval
 from facejax.evaluation import metrics as metrics_lib
-from facejax.evaluation.embed_files import embed_files
 from facejax.models import create_model
 from facejax.tools import cluster as cluster_lib
 from facejax.tools import common, embed, identify, verify, visualise
@@ -90,7 +91,7 @@ def env(lfw_root, tmp_path_factory):
       os.symlink(ds.abspath(i), dst)
   model = common.load_model(config, workdir)
   images = common.collect_images(faces)
-  emb = embed.embed_images(model, images, chunk_size=16, progress=False)
+  emb = embed.embed_images(model, images, batch_size=16, progress=False)
   return config, workdir, model, faces, emb
 
 
@@ -145,14 +146,14 @@ def test_embed_converts_odd_images_skips_unreadable_and_saves_without_pickle(env
   (folder / "junk.jpg").write_bytes(b"this is not a JPEG")
   (folder / "truncated.jpg").write_bytes((folder / "plain.jpg").read_bytes()[:200])
   images = common.collect_images(folder)
-  result = embed.embed_images(model, images, chunk_size=2, progress=False)
+  result = embed.embed_images(model, images, batch_size=2, progress=False)
   names = [os.path.basename(n) for n in result.names]
   assert names == ["cmyk.jpg", "gray.png", "plain.jpg", "rgba.png"]
   assert sorted(os.path.basename(p) for p in result.skipped) == ["junk.jpg", "truncated.jpg"]
   assert all("unreadable" in r for r in result.skipped.values())
   assert "junk.jpg" in result.summary()
-  # Chunking (2 per chunk) gives the embeddings one embed_files call gives.
-  whole = embed_files(config, model.variables, result.names)
+  # Batches of 2 give the embeddings one big batch gives.
+  whole = model.embedder.embed_files(result.names, progress=False)
   np.testing.assert_allclose(result.embeddings, whole.embeddings, rtol=1e-5, atol=1e-6)
 
   path = embed.save_npz(result, tmp_path / "odd.npz")
@@ -180,6 +181,25 @@ def test_a_checkpoint_of_another_net_is_refused_naming_both(env):
     common.load_model(other, workdir)
 
 
+def test_tools_read_pgm_and_extensionless_gif_folders(env, lfw_root, tmp_path):
+  _, workdir, model, _, _ = env
+  cal = common.calibration(workdir, model.step)
+  for fmt, build in (("pgm", pgm_faces), ("gif", gif_faces)):
+    root = build(lfw_root, tmp_path / fmt)
+    (root / "notes.txt").write_text("not a face\n")  # at the top: named as skipped, not read
+    images = common.collect_images(root, labels="subfolder")
+    assert len(images) == 15 and len(set(images.labels)) == 5, fmt
+    result = embed.embed_images(model, images, progress=False)
+    assert len(result.names) == 15, fmt
+    assert result.skipped == {str(root / "notes.txt"): "not an image (no image suffix or content)"}
+    assert result.embeddings.shape == (15, 32)
+    np.testing.assert_allclose(np.linalg.norm(result.embeddings, axis=1), 1.0, atol=1e-5)
+    check = verify.verify(model, result.names[0], result.names[1], cal)
+    assert np.isfinite(check.distance), fmt
+  flat = common.collect_images(tmp_path / "gif", labels="none")
+  assert str(tmp_path / "gif" / "notes.txt") in flat.left_out and len(flat) == 15
+
+
 # --- verify -------------------------------------------------------------------------------------
 
 def test_verify_distance_is_the_numpy_distance_of_the_embeddings(env):
@@ -195,8 +215,9 @@ def test_verify_distance_is_the_numpy_distance_of_the_embeddings(env):
   manual = common.calibration(workdir, model.step, threshold=4.0)
   assert verify.verify(model, emb.names[0], emb.names[7], manual).same
   assert manual.source == "--threshold"
-  with pytest.raises(FileNotFoundError, match="missing.jpg"):
+  with pytest.raises(FileNotFoundError, match="missing.jpg") as e:
     verify.verify(model, emb.names[0], "/nowhere/missing.jpg", cal)
+  assert isinstance(e.value, errors.UserError)
 
 
 def test_threshold_json_choice_conversion_and_missing_json(tmp_path):
@@ -223,10 +244,10 @@ def test_threshold_json_choice_conversion_and_missing_json(tmp_path):
   rng = np.random.default_rng(0)
   x, y = rng.normal(size=(20, 8)), rng.normal(size=(20, 8))
   # Same decisions in both distances, and distance_matrix is pair_distances for all pairs.
-  d_euc, d_cos = (common.distance_matrix(x, y, d) for d in ("euclidean", "cosine"))
+  d_euc, d_cos = (distance_matrix(x, y, d) for d in ("euclidean", "cosine"))
   np.testing.assert_array_equal(d_euc < 0.6, d_cos < cos.threshold)
-  np.testing.assert_allclose(np.diag(d_euc), lfw_eval.pair_distances(x, y, "euclidean"), atol=1e-12)
-  np.testing.assert_allclose(np.diag(d_cos), lfw_eval.pair_distances(x, y, "cosine"), atol=1e-12)
+  np.testing.assert_allclose(np.diag(d_euc), pair_distances(x, y, "euclidean"), atol=1e-12)
+  np.testing.assert_allclose(np.diag(d_cos), pair_distances(x, y, "cosine"), atol=1e-12)
 
 
 # --- identify -----------------------------------------------------------------------------------
@@ -277,8 +298,8 @@ def _brute_force_identify(g_emb, g_labels, p_emb, p_labels, threshold):
   for p in range(len(p_emb)):
     for c, name in enumerate(ids):
       rows = [i for i, l in enumerate(g_labels) if l == name]
-      dist[p, c] = lfw_eval.pair_distances(np.repeat(p_emb[p:p + 1], len(rows), 0),
-                                           g_emb[rows], "euclidean").min()
+      dist[p, c] = pair_distances(np.repeat(p_emb[p:p + 1], len(rows), 0),
+                                  g_emb[rows], "euclidean").min()
   order = np.argsort(dist, axis=1, kind="stable")
   known = [l in ids for l in p_labels]
   rank = [list(order[p]).index(ids.index(l)) for p, l in enumerate(p_labels) if known[p]]
@@ -368,7 +389,7 @@ def test_clustering_matches_scipy_average_linkage_and_scores_noise_as_singletons
   from scipy.spatial.distance import squareform
   from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
   _, _, _, _, emb = env
-  d = common.distance_matrix(emb.embeddings, emb.embeddings, "euclidean")
+  d = distance_matrix(emb.embeddings, emb.embeddings, "euclidean")
   np.fill_diagonal(d, 0)
   t = float(np.median(d[np.triu_indices(len(d), 1)]))  # a threshold that merges some
   cal = common.Calibration(threshold=t, distance="euclidean", flip="none", source="test")
@@ -449,5 +470,7 @@ def test_cli_embeds_a_folder_and_clusters_the_npz(env, tmp_path):
   assert f"lfw_{STEP}.json" in proc.stdout and "pairwise precision" in proc.stdout
   proc = subprocess.run(base + ["embed", str(tmp_path / "no_faces_here"), f"--output={out}"] + cfg,
                         capture_output=True, text=True, cwd=REPO, timeout=300)
-  assert proc.returncode == 1 and "Traceback" not in proc.stderr
+  # A user error: one line, exit status 2 (facejax.cli), no traceback, no Orbax chatter.
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
   assert f"error: no such file or folder: {tmp_path / 'no_faces_here'}" in proc.stderr
+  assert "read only" not in proc.stderr and "orbax" not in proc.stderr.lower()

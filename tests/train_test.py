@@ -149,7 +149,8 @@ def test_bfloat16_compute_keeps_float32_params_and_stays_close(smoke_config):
 def test_tuple_valued_model_keys_do_not_block_resume(smoke_config):
   # Orbax's JSON meta stores tuples as lists; the check must not see a change.
   c = smoke_config.copy_and_resolve_references()
-  c.model.extra = (1, 2)
+  with c.unlocked():  # a key the locked base does not have
+    c.model.extra = (1, 2)
   meta = json.loads(json.dumps(checkpointing.checkpoint_meta(c, 3)))
   checkpointing.check_compatible(meta, c, "ckpt")
   c.model.extra = (1, 3)

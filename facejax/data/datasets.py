@@ -14,6 +14,7 @@ import pathlib
 import ml_collections
 import numpy as np
 
+from facejax import errors
 from facejax.data import input_pipeline
 from facejax.data import image_check
 from facejax.data.paths import resolve_data_dir
@@ -35,7 +36,7 @@ class TrainSource:
 
 
 def hw(size) -> tuple[int, int]:
-  """`config.data.image_size` (an int or (H, W)) as (H, W)."""
+  """`config.data.image_size` (an int or (H, W)) as (H, W): facejax's one such helper."""
   return (size, size) if isinstance(size, int) else tuple(size)
 
 
@@ -56,7 +57,8 @@ def lfw_image_root(data: ml_collections.ConfigDict) -> pathlib.Path:
   MTCNN-aligned copy from `facejax.data.align`), else `<lfw root>/lfw`."""
   if data.get("lfw_image_dir"):
     if not os.path.isdir(data.lfw_image_dir):
-      raise FileNotFoundError(f"config.data.lfw_image_dir={data.lfw_image_dir!r} is not a directory")
+      raise errors.MissingDataError(
+          f"config.data.lfw_image_dir={data.lfw_image_dir!r} is not a directory")
     return pathlib.Path(data.lfw_image_dir)
   return lfw_root(data) / "lfw"
 
@@ -65,7 +67,8 @@ def train_image_root(data: ml_collections.ConfigDict) -> str:
   """Identity-folder tree to train on: `data.train_dir`, else LFW's image folder."""
   if data.get("train_dir"):
     if not os.path.isdir(data.train_dir):
-      raise FileNotFoundError(f"config.data.train_dir={data.train_dir!r} is not a directory")
+      raise errors.MissingDataError(
+          f"config.data.train_dir={data.train_dir!r} is not a directory")
     return data.train_dir
   return str(lfw_root(data) / "lfw")
 
@@ -101,7 +104,7 @@ def build_train_source(data: ml_collections.ConfigDict) -> TrainSource:
     by_path = tfds_builders.encoded_by_path(builder, "train")
     encoded = [by_path[p] for p in ds.paths]
   elif data.source != "folder":
-    raise ValueError(f"config.data.source={data.source!r}: use 'folder' or 'tfds'")
+    raise errors.ConfigError(f"config.data.source={data.source!r}: use one of {SOURCES}")
   table = input_pipeline.ImageTable(paths, encoded, image_check.replacements(ds, report))
   return TrainSource(table=table, indices_by_class=ds.indices_by_class(),
                      class_names=ds.class_names, report=report)

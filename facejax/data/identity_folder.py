@@ -1,5 +1,10 @@
 """Scanning `<root>/<identity>/<image>` trees (LFW's lfw/ folder, CASIA-WebFace, VGGFace2).
 
+The one identity-folder scanner of facejax: training, `facejax.data.align`, the
+evaluation's `--identity_folder` and `facejax.tools` all list folders with it, so they
+accept the same files (`image_files.is_image_file`: the usual suffixes, and files without
+one identified by their content).
+
 The result is a plain, deterministic index (paths sorted by identity then file name,
 labels 0..C-1 over the identities in sorted order), so two scans of the same tree give
 identical labels on every machine.
@@ -15,9 +20,10 @@ from collections.abc import Collection, Iterable
 import numpy as np
 from absl import logging
 
+from facejax import errors
+from facejax.data import image_files
+from facejax.data.image_files import IMAGE_EXTENSIONS  # noqa: F401 -- re-exported
 from facejax.data.lfw import read_people
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 NameFilter = str | os.PathLike | Collection[str] | None
 
@@ -32,8 +38,8 @@ class IdentityDataset:
     labels: int32 array of shape [len(paths)], values in [0, num_classes).
     class_names: identity folder names; label i is class_names[i] (sorted).
     non_image_files: other regular files found in the scanned identity folders
-      ("<identity>/<file>", suffix not in the scan's extensions), sorted; hidden files are
-      left out. Screening (`image_check`) reports them.
+      ("<identity>/<file>", not images under `image_files.is_image_file`), sorted; hidden
+      files are left out. Screening (`image_check`) reports them.
   """
 
   root: pathlib.Path
@@ -81,7 +87,7 @@ def scan_identity_folder(
     min_images_per_identity: int = 1,
     include: NameFilter = None,
     exclude: NameFilter = None,
-    extensions: Iterable[str] = IMAGE_EXTENSIONS,
+    extensions: Iterable[str] | None = None,
     max_identities: int | None = None,
 ) -> IdentityDataset:
   """Indexes the images of `root/<identity>/<image>`.
@@ -93,21 +99,22 @@ def scan_identity_folder(
     include: keep only these identities: a collection of names, or a path to a people
       file ("Name<TAB>count" lines, optional count header) read with `read_people`.
     exclude: drop these identities (same forms as `include`).
-    extensions: image file suffixes, compared case-insensitively; other files are skipped.
+    extensions: None for the image-file policy (`image_files.is_image_file`), or exactly
+      these suffixes, compared case-insensitively (no content sniffing).
     max_identities: keep the first N identities (sorted by name) surviving the filters.
 
   Raises:
-    FileNotFoundError: `root` is not a directory.
-    ValueError: no identity survives; the message gives the count after each filter.
+    errors.MissingDataError (a FileNotFoundError): `root` is not a directory.
+    errors.DataError (a ValueError): no identity survives; the message gives the count
+      after each filter.
   """
   root = pathlib.Path(root)
   if not root.is_dir():
-    raise FileNotFoundError(f"Identity folder root does not exist or is not a directory: {root}")
-  exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
+    raise errors.MissingDataError(
+        f"Identity folder root does not exist or is not a directory: {root}")
   include_set, exclude_set = _names(include, "include"), _names(exclude, "exclude")
 
-  with os.scandir(root) as it:
-    identity_dirs = sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
+  identity_dirs = image_files.identity_dirs(root)
   funnel = [f"{len(identity_dirs)} identity folders under {root}"]
   if include_set is not None:
     absent = include_set.difference(identity_dirs)
@@ -121,31 +128,24 @@ def scan_identity_folder(
     funnel.append(f"{len(identity_dirs)} after exclude ({len(exclude_set)} names)")
 
   files_by_identity: list[tuple[str, list[str]]] = []
-  skipped: dict[str, int] = {}
   non_image_files: list[str] = []
   for name in identity_dirs:
-    images = []
-    with os.scandir(os.path.join(root, name)) as it:
-      for e in it:
-        suffix = os.path.splitext(e.name)[1].lower()
-        if suffix in exts and not e.name.startswith(".") and e.is_file():
-          images.append(e.name)
-        else:
-          key = suffix or "<no suffix>"
-          skipped[key] = skipped.get(key, 0) + 1
-          if not e.name.startswith(".") and e.is_file():
-            non_image_files.append(f"{name}/{e.name}")
-    if len(images) >= max(min_images_per_identity, 1):
-      files_by_identity.append((name, sorted(images)))
-  if skipped:
-    logging.info("Skipped %d non-image entries under %s by suffix: %s",
-                 sum(skipped.values()), root, dict(sorted(skipped.items())))
-  funnel.append(f"{len(files_by_identity)} with >= {max(min_images_per_identity, 1)} images of {exts}")
+    # Only the identity folder's own files: a nested folder is not an identity's image.
+    listing = image_files.list_folder(root / name, extensions=extensions)
+    non_image_files += [f"{name}/{f}" for f in listing.others]
+    if len(listing.images) >= max(min_images_per_identity, 1):
+      files_by_identity.append((name, list(listing.images)))
+  if non_image_files:
+    logging.info("Skipped %d files under %s that are not images, e.g. %s",
+                 len(non_image_files), root, non_image_files[:5])
+  what = ("images (image_files policy)" if extensions is None
+          else f"images of {image_files.normalise_extensions(extensions)}")
+  funnel.append(f"{len(files_by_identity)} with >= {max(min_images_per_identity, 1)} {what}")
   if max_identities is not None:
     files_by_identity = files_by_identity[:max_identities]
     funnel.append(f"{len(files_by_identity)} after max_identities={max_identities}")
   if not files_by_identity:
-    raise ValueError("No identities survive the filters: " + " -> ".join(funnel))
+    raise errors.DataError("No identities survive the filters: " + " -> ".join(funnel))
 
   paths = tuple(f"{name}/{f}" for name, files in files_by_identity for f in files)
   labels = np.repeat(np.arange(len(files_by_identity), dtype=np.int32),

@@ -1,10 +1,12 @@
 """Screening an identity-folder tree with Pillow before training, so that a bad file meets a
 configured policy (skip it, or fail naming it) instead of crashing tf.data mid-run.
 
-tf.io.decode_image(channels=3) converts the common non-RGB modes as PIL's convert("RGB")
-does (JPEG L/CMYK, PNG L/LA/P/1/RGBA, GIF P), but not 16-bit gray PNG (PIL clips, TF
-rescales), palette/1-bit/RLE BMP, RGBA WebP or TIFF: the pipeline reads `rgb_png_bytes` of
-those instead (`DataReport.reencoded`, `replacements`).
+Which files are images at all is `image_files.is_image_file`'s call (the one policy of
+every command). tf.io.decode_image(channels=3) converts the common non-RGB modes as PIL's
+convert("RGB") does (JPEG L/CMYK, PNG L/LA/P/1/RGBA, GIF P), but not 16-bit gray PNG (PIL
+clips, TF rescales), palette/1-bit/RLE BMP, and it cannot read PGM/PPM/PBM or TIFF at all:
+the pipeline reads `rgb_png_bytes` of those instead (`DataReport.reencoded`,
+`replacements`), so training accepts every format the other commands read.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import tqdm
 from absl import logging
 from PIL import Image
 
-from facejax.data.identity_folder import (IMAGE_EXTENSIONS, IdentityDataset, NameFilter,
-                                          scan_identity_folder)
+from facejax import errors
+from facejax.data import image_files
+from facejax.data.identity_folder import IdentityDataset, NameFilter, scan_identity_folder
 
 BAD_IMAGES = ("fail", "skip")
 NON_RGB = ("convert", "skip", "fail")
@@ -46,11 +49,11 @@ _TF_MATCHES_PIL = frozenset({
 _OPEN_LOCK = threading.Lock()
 
 
-class BadImageError(ValueError):
+class BadImageError(errors.DataError):
   """A file failed screening under a "fail" policy; the message names it."""
 
 
-class SmallIdentityError(ValueError):
+class SmallIdentityError(errors.DataError):
   """An identity has too few usable images under small_identities="fail"."""
 
 
@@ -84,10 +87,12 @@ def _bmp_matches_pil(path: str, mode: str) -> bool:
 
 
 def check_image(path: str | os.PathLike, *, max_pixels: int) -> ImageStatus:
-  """Screens one file: suffix, size, header, then a full decode with Pillow."""
+  """Screens one file: image or not (suffix, else content), size, header, then a full
+  decode with Pillow."""
   path = str(path)
-  if os.path.splitext(path)[1].lower() not in IMAGE_EXTENSIONS:
-    return ImageStatus(path, "not_image", detail="suffix is not an image extension")
+  if not image_files.is_image_file(path):
+    return ImageStatus(path, "not_image",
+                       detail="neither an image suffix nor an image file's leading bytes")
   try:
     if os.path.getsize(path) == 0:
       return ImageStatus(path, "empty", detail="zero bytes")
@@ -271,7 +276,7 @@ def screen_identity_folder(
           f"config.data.small_identities='skip' to drop such identities.")
     report.dropped_identities.update(sorted(small.items()))
   if not kept:
-    raise ValueError(f"No identities survive screening: {report.summary()}")
+    raise errors.DataError(f"No identities survive screening: {report.summary()}")
 
   paths = tuple(f for _, files in kept for f in files)
   labels = np.repeat(np.arange(len(kept), dtype=np.int32), [len(files) for _, files in kept])

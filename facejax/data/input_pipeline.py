@@ -13,6 +13,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
+from facejax import errors
+
 # tf.data runs on the host only; a GPU build of TensorFlow must not claim the
 # accelerator memory that JAX needs.
 tf.config.set_visible_devices([], "GPU")
@@ -135,7 +137,49 @@ def sample_shuffled_indices(indices_by_class: Sequence[np.ndarray], batch_size: 
 SAMPLINGS = ("pk", "shuffle")
 
 
-class ImageDecodeError(ValueError):
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+  """Which images each training step draws: a pure function of `(seed, step)`.
+
+  `sampling` "pk" draws identity-balanced P x K batches (`sample_pk_indices`,
+  P = `num_identities`, K = `images_per_identity`); "shuffle" draws
+  `batch_size` images in epoch order (`sample_shuffled_indices`), which is
+  what the classification losses need.
+  """
+  sampling: str = "pk"
+  num_identities: int = 0
+  images_per_identity: int = 0
+  batch_size: int | None = None  # "shuffle" only; P x K for "pk"
+  seed: int = 0
+
+  def __post_init__(self):
+    if self.sampling not in SAMPLINGS:
+      raise ValueError(f"sampling={self.sampling!r}: use one of {SAMPLINGS}")
+    if self.sampling == "shuffle" and not self.batch_size:
+      raise ValueError("sampling='shuffle' needs a batch_size")
+
+  @classmethod
+  def from_config(cls, config) -> "Sampler":
+    """The sampler of an experiment config (its top level and `data.sampling`)."""
+    return cls(sampling=config.data.get("sampling", "pk"), num_identities=config.num_identities,
+               images_per_identity=config.images_per_identity, batch_size=config.batch_size,
+               seed=config.seed)
+
+  @property
+  def global_batch(self) -> int:
+    if self.sampling == "pk":
+      return self.num_identities * self.images_per_identity
+    return self.batch_size
+
+  def sample(self, indices_by_class: Sequence[np.ndarray], step: int):
+    """indices [B] int64, labels [B] int32, mask [B] bool of the global batch of `step`."""
+    if self.sampling == "pk":
+      return sample_pk_indices(indices_by_class, self.num_identities, self.images_per_identity,
+                               self.seed, step)
+    return sample_shuffled_indices(indices_by_class, self.batch_size, self.seed, step)
+
+
+class ImageDecodeError(errors.DataError):
   """An image could not be decoded; the message names the file."""
 
   def __init__(self, path: str, detail: str):
@@ -199,40 +243,26 @@ class ImageTable:
 
 
 def train_batches(table: ImageTable, indices_by_class: Sequence[np.ndarray],
-                  prep: Preprocessing, *, num_identities: int, images_per_identity: int,
-                  seed: int, start_step: int, num_steps: int,
+                  prep: Preprocessing, sampler: Sampler, *, start_step: int, num_steps: int,
                   process_index: int = 0, process_count: int = 1,
-                  prefetch: int = 2, sampling: str = "pk",
-                  batch_size: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+                  prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
   """Yields this host's share of each global batch, steps start..num_steps-1.
 
-  `sampling` "pk" draws identity-balanced P x K batches (`sample_pk_indices`);
-  "shuffle" draws `batch_size` images in epoch order (`sample_shuffled_indices`),
-  which is what the classification losses need.
-
-  Every host samples the same global batch and keeps its contiguous slice, so
-  the global batch assembled on the device mesh is identical whatever the
-  number of hosts.
+  Every host samples the same global batch (`sampler`) and keeps its
+  contiguous slice, so the global batch assembled on the device mesh is
+  identical whatever the number of hosts.
 
   Yields dicts: image [B_local, H, W, 3] float32, label [B_local] int32,
   mask [B_local] bool, index [B_local] int64 (into `table`), step () int64.
   """
-  if sampling == "pk":
-    global_batch = num_identities * images_per_identity
-
-    def sample(step):
-      return sample_pk_indices(indices_by_class, num_identities, images_per_identity, seed, step)
-  elif sampling == "shuffle":
-    global_batch = batch_size
-
-    def sample(step):
-      return sample_shuffled_indices(indices_by_class, batch_size, seed, step)
-  else:
-    raise ValueError(f"sampling={sampling!r}: use one of {SAMPLINGS}")
+  global_batch = sampler.global_batch
   if global_batch % process_count:
     raise ValueError(f"global batch {global_batch} is not divisible by {process_count} hosts")
   local = global_batch // process_count
   lo = process_index * local
+
+  def sample(step):
+    return sampler.sample(indices_by_class, step)
 
   def step_indices():
     for step in range(start_step, num_steps):
@@ -252,7 +282,7 @@ def train_batches(table: ImageTable, indices_by_class: Sequence[np.ndarray],
 
   def load(step, idx, lab, msk, slot):
     # Seeds depend on (seed, step, slot) only: stable across restarts and hosts.
-    aug_seed = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + step, slot])
+    aug_seed = tf.stack([tf.cast(sampler.seed, tf.int64) * 1_000_003 + step, slot])
     image = decode_and_preprocess(table.read(idx), aug_seed, prep, train=True)
     return {"image": image, "label": lab, "mask": msk, "index": idx, "step": step}
 

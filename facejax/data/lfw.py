@@ -15,6 +15,8 @@ import os
 import pathlib
 from collections.abc import Iterable, Sequence
 
+from facejax import errors
+
 PathLike = str | os.PathLike
 
 PAIRS_FILES = {"view2": "pairs.txt", "dev_train": "pairsDevTrain.txt", "dev_test": "pairsDevTest.txt"}
@@ -23,7 +25,7 @@ NAMES_FILE = "lfw-names.txt"
 IMAGES_SUBDIR = "lfw"
 
 
-class ProtocolFormatError(ValueError):
+class ProtocolFormatError(errors.DataError):
   """A protocol file does not follow the LFW format."""
 
 

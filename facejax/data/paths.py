@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import pathlib
 
+from facejax import errors
+
 ENV_VAR = "FACEJAX_DATA_DIR"
 CONFIG_KEY = "config.data.data_dir"
 
@@ -40,8 +42,11 @@ _LAYOUT_HINT = {
 }
 
 
-class DataNotFoundError(FileNotFoundError):
-  """A dataset is not where the configuration says, or no location was configured."""
+class DataNotFoundError(errors.MissingDataError):
+  """A dataset is not where the configuration says, or no location was configured.
+
+  A `facejax.errors.MissingDataError` (so a FileNotFoundError): the CLIs print its message,
+  which names the path, `config.data.data_dir` and FACEJAX_DATA_DIR, as one error."""
 
 
 def _how_to_fix(dataset: str) -> str:

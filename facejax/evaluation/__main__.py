@@ -8,14 +8,18 @@
       [--num_pairs=6000 --pairs_seed=0 | --pairs_file=FILE]
 
 Prints the per-fold table and the summary, and writes JSON + ROC PNG (and, for an identity
-folder, the drawn pairs in pairs.txt format) to --out_dir or <workdir>/eval.
+folder, the drawn pairs in pairs.txt format) to --out_dir or <workdir>/eval, named after what
+they measured (`facejax.evaluation.results`): another folder or setting never replaces the
+`lfw_<step>.json` the tools take their threshold from. A progress bar shows the embedding; a
+user error (no checkpoint, missing data) prints one line and exits with status 2.
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from facejax import cli
 from facejax.data.input_pipeline import STANDARDIZATIONS
-from facejax.evaluation.identity_pairs import evaluate_identity_folder
+from facejax.evaluation.identity_pairs import IdentityFolderOptions, evaluate_identity_folder
 from facejax.evaluation.lfw_eval import DISTANCES, FLIPS, PROTOCOLS, evaluate_lfw
 
 FLAGS = flags.FLAGS
@@ -40,15 +44,16 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
-  options = dict(workdir=FLAGS.workdir, step=FLAGS.step, distance=FLAGS.distance,
-                 flip=FLAGS.flip, subtract_mean=FLAGS.subtract_mean,
-                 standardization=FLAGS.standardization, out_dir=FLAGS.out_dir)
+  settings = dict(distance=FLAGS.distance, flip=FLAGS.flip, subtract_mean=FLAGS.subtract_mean,
+                  standardization=FLAGS.standardization, out_dir=FLAGS.out_dir)
   if FLAGS.identity_folder:
-    result = evaluate_identity_folder(FLAGS.config, FLAGS.identity_folder,
-                                      num_pairs=FLAGS.num_pairs, seed=FLAGS.pairs_seed,
-                                      pairs_file=FLAGS.pairs_file, **options)
+    options = IdentityFolderOptions(num_pairs=FLAGS.num_pairs, seed=FLAGS.pairs_seed,
+                                    pairs_file=FLAGS.pairs_file, **settings)
+    result = evaluate_identity_folder(FLAGS.config, FLAGS.identity_folder, options,
+                                      workdir=FLAGS.workdir, step=FLAGS.step)
   else:
-    result = evaluate_lfw(FLAGS.config, protocol=FLAGS.protocol, **options)
+    result = evaluate_lfw(FLAGS.config, protocol=FLAGS.protocol, workdir=FLAGS.workdir,
+                          step=FLAGS.step, **settings)
   print(result.fold_table())
   print(result.summary())
   if result.skipped:
@@ -60,7 +65,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  cli.run(main)
 
 
 if __name__ == "__main__":

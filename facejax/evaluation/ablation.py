@@ -7,27 +7,28 @@ Flip, distance and mean subtraction only change what is done with the
 embeddings, so the images go through the net once, with their mirror
 images (flip="concat" returns [e, e_flipped]), and each setting is scored
 from those: flip="none" uses e, flip="concat" [e, e_flipped], exactly as
-`evaluate_lfw` would compute them. Writes `<out_dir>/lfw_<protocol>_settings_<step>.json`
-and an overlaid ROC plot.
+`evaluate_lfw` would compute them. Writes `<out_dir>/lfw_<protocol>_settings[@<folder>]_<step>.json`
+(`results.ablation_key`; out_dir defaults to `<workdir>/eval`) and an overlaid ROC plot.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import os
 import time
 
 import jax
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import flags
 from etils import epath
 from ml_collections import config_flags
 
-from facejax import checkpointing
-from facejax.data import datasets, input_pipeline
+from facejax import cli, errors
+from facejax.data import input_pipeline
+from facejax.distances import fold_distances
 from facejax.evaluation import lfw_eval, metrics as metrics_lib
+from facejax.evaluation import results as results_lib
 
 DEFAULT_SETTINGS = tuple(
     (distance, flip, subtract_mean)
@@ -47,23 +48,25 @@ def evaluate_settings(config: ml_collections.ConfigDict, *, workdir: str | None 
   """
   for distance, flip, _ in settings:
     if distance not in lfw_eval.DISTANCES or flip not in ("none", "concat"):
-      raise ValueError(f"setting ({distance!r}, {flip!r}): distance must be one of "
+      raise errors.ConfigError(f"setting ({distance!r}, {flip!r}): distance must be one of "
                        f"{lfw_eval.DISTANCES} and flip 'none' or 'concat'")
   protocol = lfw_eval.canonical_protocol(protocol)
-  model, variables, step = lfw_eval.model_and_variables(config, workdir, step, variables)
+  # flip="concat" gives [e, e_flipped]: every setting is scored from this one pass.
+  options = lfw_eval.EvalOptions.resolve(config, flip="concat")
+  embedder = lfw_eval.make_embedder(config, options, workdir=workdir, step=step,
+                                    variables=variables)
+  step = embedder.step
   pair_set, _, image_root = lfw_eval.lfw_pair_set(config, protocol)
   table = input_pipeline.ImageTable(pair_set.paths, replacements=pair_set.replacements)
   start = time.perf_counter()
-  both = lfw_eval.embed_table(model, variables, table,
-                              datasets.preprocessing(config.data, train=False),
-                              config.eval.batch_size, flip="concat")
+  both = embedder.embed_table(table, desc=f"embed {protocol} (+ mirror)")
   seconds = time.perf_counter() - start
   dim = both.shape[1] // 2
   ia, ib, folds = pair_set.index_a, pair_set.index_b, pair_set.folds
   rows = []
   for distance, flip, subtract_mean in settings:
     emb = both if flip == "concat" else both[:, :dim]
-    dist = lfw_eval.fold_distances(emb[ia], emb[ib], folds, distance, subtract_mean)
+    dist = fold_distances(emb[ia], emb[ib], folds, distance, subtract_mean)
     v = metrics_lib.evaluate_verification(dist, pair_set.issame, folds=folds,
                                           far_target=config.eval.far_target)
     rows.append({"distance": distance, "flip": flip, "subtract_mean": subtract_mean,
@@ -90,17 +93,19 @@ def format_table(rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
-def write(rows, info, out_dir: str) -> tuple[str, str]:
+def write(rows, info, out_dir: str, config: ml_collections.ConfigDict) -> tuple[str, str]:
+  """Writes the table's JSON and overlaid ROC into `out_dir`; returns their paths."""
   epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
-  tag = info["step"] if info["step"] is not None else "latest"
-  stem = os.path.join(out_dir, f"lfw_{info['protocol']}_settings_{tag}")
+  key = results_lib.ablation_key(config, info["protocol"], info["step"],
+                                 image_root=info["image_dir"])
+  paths = key.paths(out_dir)
   if jax.process_index() == 0:
-    epath.Path(stem + ".json").write_text(json.dumps({"info": info, "settings": rows}, indent=1))
+    epath.Path(paths.json).write_text(json.dumps({"info": info, "settings": rows}, indent=1))
     curves = {f"{r['distance']}, flip={r['flip']}{', mean sub.' if r['subtract_mean'] else ''}"
               f" (acc {r['accuracy']:.4f})": (np.array(r["roc_fpr"]), np.array(r["roc_tpr"]))
               for r in rows}
-    metrics_lib.plot_roc(curves, stem + "_roc.png", title=f"LFW {info['protocol']}")
-  return stem + ".json", stem + "_roc.png"
+    metrics_lib.plot_roc(curves, paths.roc, title=f"LFW {info['protocol']}")
+  return paths.json, paths.roc
 
 
 FLAGS = flags.FLAGS
@@ -119,8 +124,8 @@ def main(argv):
   del argv
   rows, info = evaluate_settings(FLAGS.config, workdir=FLAGS.workdir, step=FLAGS.step,
                                  protocol=FLAGS.protocol)
-  out_dir = FLAGS.out_dir or str(checkpointing.workdir_path(FLAGS.workdir) / "eval")
-  json_path, roc_path = write(rows, info, out_dir)
+  out_dir = results_lib.output_dir(FLAGS.workdir, FLAGS.out_dir)
+  json_path, roc_path = write(rows, info, out_dir, FLAGS.config)
   print(f"LFW {info['protocol']}: {info['num_pairs']} pairs, {info['num_images']} images "
         f"embedded with their mirror images in {info['embed_seconds']:.0f} s "
         f"({info['images_per_second']:.1f} img/s)")
@@ -130,4 +135,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run(main)

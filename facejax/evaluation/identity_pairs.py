@@ -7,6 +7,8 @@ them in LFW's pairs.txt format and `read_pairs` reads such a file back against a
 an image is named by its 1-based position among its identity's image files sorted by name,
 which for LFW's `<Name>_<NNNN>.jpg` files is LFW's own numbering. `evaluate_identity_folder`
 scores a checkpoint on them with `lfw_eval.evaluate_pair_set`, the code path of LFW itself.
+The folder is listed by `identity_folder.scan_identity_folder` under facejax's one image-file
+policy (`image_files`): `.pgm`, `.gif`, `.tif`, `.webp` and extension-less images included.
 
 Unlike View 2, folds are not identity-disjoint (an identity may appear in several folds).
 The draw is a pure function of (image labels, num_pairs, seed) for a given numpy; keep the
@@ -25,8 +27,10 @@ import numpy as np
 from absl import logging
 from etils import epath
 
+from facejax import errors
 from facejax.data import identity_folder, image_check, lfw
 from facejax.evaluation import lfw_eval
+from facejax.evaluation import results as results_lib
 
 PROTOCOL = "identity_folder"
 
@@ -141,20 +145,21 @@ def sample_pairs(labels: np.ndarray, num_pairs: int = 6000, *, seed: int = 0,
   counts = np.bincount(labels).astype(np.int64)
   members = np.split(np.argsort(labels, kind="stable"), np.cumsum(counts)[:-1])
   if len(counts) < 2:
-    raise ValueError(f"impostor pairs need at least 2 identities, got {len(counts)}")
+    raise errors.DataError(f"impostor pairs need at least 2 identities, got {len(counts)}")
   if counts.max() < 2:
-    raise ValueError("genuine pairs need an identity with at least 2 images; every one has 1")
+    raise errors.DataError(
+        "genuine pairs need an identity with at least 2 images; every one has 1")
   per_fold = num_pairs // (2 * num_folds)
   if per_fold < 1:
-    raise ValueError(f"num_pairs={num_pairs}: need at least {2 * num_folds} "
-                     f"(one genuine and one impostor pair in each of {num_folds} folds)")
+    raise errors.DataError(f"num_pairs={num_pairs}: need at least {2 * num_folds} "
+                           f"(one genuine and one impostor pair in each of {num_folds} folds)")
   genuine_capacity = int((counts * (counts - 1) // 2).sum())
   impostor_capacity = (len(labels) ** 2 - int((counts ** 2).sum())) // 2
   possible = min(genuine_capacity, impostor_capacity) // num_folds
   if possible < 1:
-    raise ValueError(f"{len(labels)} images in {len(counts)} identities give only "
-                     f"{genuine_capacity} genuine and {impostor_capacity} impostor pairs: "
-                     f"too few for {num_folds} folds with one pair of each")
+    raise errors.DataError(f"{len(labels)} images in {len(counts)} identities give only "
+                           f"{genuine_capacity} genuine and {impostor_capacity} impostor pairs: "
+                           f"too few for {num_folds} folds with one pair of each")
   if per_fold > possible:
     logging.warning("num_pairs=%d: the images give only %d genuine and %d impostor pairs, "
                     "so %d folds x (%d + %d) = %d pairs", num_pairs, genuine_capacity,
@@ -175,12 +180,15 @@ def sample_pairs(labels: np.ndarray, num_pairs: int = 6000, *, seed: int = 0,
 
 def folder_listing(root: str | os.PathLike) -> identity_folder.IdentityDataset:
   """Every image file of `root/<identity>/` (readable or not): what pairs-file indices
-  count. Raises FileNotFoundError / ValueError naming `root` when there is nothing to use."""
+  count. Raises errors.MissingDataError / errors.DataError naming `root` when there is
+  nothing to use."""
   try:
     return identity_folder.scan_identity_folder(root)
+  except errors.MissingDataError:
+    raise
   except ValueError as e:
-    raise ValueError(f"{root} holds no identity folder with images (expected "
-                     f"{root}/<identity>/<image>; {e})") from None
+    raise errors.DataError(f"{root} holds no identity folder with images (expected "
+                           f"{root}/<identity>/<image>; {e})") from None
 
 
 def _files_by_identity(listing: identity_folder.IdentityDataset) -> dict[str, list[str]]:
@@ -242,11 +250,11 @@ def read_pairs(path: str | os.PathLike, listing: identity_folder.IdentityDataset
   for line, p in enumerate(lfw.read_pairs(path), start=2):
     for name, index in ((p.name_a, p.index_a), (p.name_b, p.index_b)):
       if name not in files:
-        raise ValueError(f"{path}:{line}: identity {name!r} has no image folder under "
-                         f"{listing.root}")
+        raise errors.DataError(f"{path}:{line}: identity {name!r} has no image folder "
+                               f"under {listing.root}")
       if index > len(files[name]):
-        raise ValueError(f"{path}:{line}: image {index} of {name!r}, but "
-                         f"{listing.root / name} holds {len(files[name])} image files")
+        raise errors.DataError(f"{path}:{line}: image {index} of {name!r}, but "
+                               f"{listing.root / name} holds {len(files[name])} image files")
     pairs.append(dataclasses.replace(p, path_a=files[p.name_a][p.index_a - 1],
                                      path_b=files[p.name_b][p.index_b - 1]))
   folds = np.array([p.fold for p in pairs], np.int64)
@@ -268,11 +276,11 @@ def _screened_pairs(root: pathlib.Path, listing, config, num_pairs: int, seed: i
              if rel in dropped}
   note = f" ({len(skipped)} unreadable files skipped)" if skipped else ""
   if dataset.num_classes < 2:
-    raise ValueError(f"{root}: impostor pairs need 2 identities with readable images, found "
-                     f"{dataset.num_classes} ({', '.join(dataset.class_names)}){note}")
+    raise errors.DataError(f"{root}: impostor pairs need 2 identities with readable images, "
+                           f"found {dataset.num_classes} ({', '.join(dataset.class_names)}){note}")
   if dataset.class_counts().max() < 2:
-    raise ValueError(f"{root}: genuine pairs need an identity with 2 or more readable images; "
-                     f"all {dataset.num_classes} identities have one{note}")
+    raise errors.DataError(f"{root}: genuine pairs need an identity with 2 or more readable "
+                           f"images; all {dataset.num_classes} identities have one{note}")
   sampled = sample_pairs(dataset.labels, num_pairs, seed=seed)
   pairs = to_lfw_pairs(sampled, dataset.paths, listing)
   return pairs, sampled.folds, skipped, set(report.reencoded)
@@ -290,51 +298,75 @@ def _checked_file_pairs(root: pathlib.Path, listing, config, pairs_file):
   bad = [s for s in statuses if s.status in image_check.BAD_STATUSES]
   if bad:
     listed = "\n  ".join(f"{s.path} ({s.status}: {s.detail})" for s in bad[:10])
-    raise ValueError(f"{len(bad)} image(s) named by {pairs_file} cannot be read:\n  {listed}")
+    raise errors.DataError(f"{len(bad)} image(s) named by {pairs_file} cannot be read:\n  {listed}")
   return pairs, folds, {}, {p for p, s in zip(images, statuses) if s.reencode}
 
 
+@dataclasses.dataclass(frozen=True)
+class IdentityFolderOptions:
+  """How to evaluate an identity folder: which pairs, which settings, where to write.
+
+  num_pairs, seed: the draw of `sample_pairs` over the folder's readable images.
+  pairs_file: reuse these pairs (LFW format, see `read_pairs`) instead of drawing; their
+    images must all be readable.
+  distance, flip, subtract_mean, standardization: override the config's (None: keep).
+  out_dir: where results go (default `<workdir>/eval`); write=False writes nothing.
+  """
+  num_pairs: int = 6000
+  seed: int = 0
+  pairs_file: str | os.PathLike | None = None
+  distance: str | None = None
+  flip: str | None = None
+  subtract_mean: bool | None = None
+  standardization: str | None = None
+  out_dir: str | os.PathLike | None = None
+  write: bool = True
+
+  def eval_options(self, config: ml_collections.ConfigDict) -> lfw_eval.EvalOptions:
+    return lfw_eval.EvalOptions.resolve(config, distance=self.distance, flip=self.flip,
+                                        subtract_mean=self.subtract_mean,
+                                        standardization=self.standardization)
+
+
 def evaluate_identity_folder(
-    config: ml_collections.ConfigDict, folder: str | os.PathLike, *, workdir: str | None = None,
-    variables: dict | None = None, step: int | None = None, num_pairs: int = 6000,
-    seed: int = 0, pairs_file: str | os.PathLike | None = None, distance: str | None = None,
-    flip: str | None = None, subtract_mean: bool | None = None,
-    standardization: str | None = None, out_dir: str | None = None,
-    write: bool = True) -> lfw_eval.LfwEvalResult:
+    config: ml_collections.ConfigDict, folder: str | os.PathLike,
+    options: IdentityFolderOptions = IdentityFolderOptions(), *, workdir: str | None = None,
+    step: int | None = None, variables: dict | None = None) -> lfw_eval.LfwEvalResult:
   """Scores a model on balanced pairs of `folder` (`<folder>/<identity>/<image>`), 10-fold.
 
   Args:
-    config, workdir, variables, step, distance, flip, subtract_mean, standardization,
-      out_dir, write: as for `lfw_eval.evaluate_lfw` (`config.data` preprocessing applies,
-      so set e.g. `data.source_crop=0` for a folder of already cropped faces).
-    num_pairs, seed: the draw of `sample_pairs` over the folder's readable images;
-      unreadable files are skipped and listed in `result.skipped`.
-    pairs_file: reuse these pairs (LFW format, see `read_pairs`) instead of drawing;
-      their images must all be readable.
+    config: the experiment config; `config.data`'s evaluation preprocessing applies, so set
+      e.g. `data.source_crop=0` for a folder of already cropped faces.
+    folder: the identity folder; unreadable files are skipped and listed in
+      `result.skipped`.
+    options: pairs, settings and output (`IdentityFolderOptions`).
+    workdir, step, variables: the checkpoint, as for `lfw_eval.evaluate_lfw`.
 
-  Writes `<out>/identity_<folder name>_<step>.json`, `_roc.png` and, for drawn pairs,
-  `_pairs.txt` (reusable as `pairs_file`), out = `out_dir` or `<workdir>/eval`.
+  Writes `identity@<folder slug>[+<settings>]_<step>.json`, `_roc.png` and, for drawn pairs,
+  `_pairs.txt` (reusable as `pairs_file`) to `options.out_dir` or `<workdir>/eval`
+  (names: `results.identity_key`).
   """
-  options = lfw_eval.EvalOptions.resolve(config, distance=distance, flip=flip,
-                                         subtract_mean=subtract_mean,
-                                         standardization=standardization)
+  eval_options = options.eval_options(config)
   root = pathlib.Path(folder)
   listing = folder_listing(root)
   # Before screening, which opens every image: a missing checkpoint should not wait for it.
-  model, variables, step = lfw_eval.model_and_variables(config, workdir, step, variables)
+  embedder = lfw_eval.make_embedder(config, eval_options, workdir=workdir, step=step,
+                                    variables=variables)
+  pairs_file = options.pairs_file
   if pairs_file:
     pairs, folds, skipped, reencode = _checked_file_pairs(root, listing, config, pairs_file)
   else:
-    pairs, folds, skipped, reencode = _screened_pairs(root, listing, config, num_pairs, seed)
-  out = lfw_eval.eval_dir(workdir, out_dir) if write else None
-  stem = f"identity_{root.resolve().name}_{step if step is not None else 'latest'}"
+    pairs, folds, skipped, reencode = _screened_pairs(root, listing, config, options.num_pairs,
+                                                      options.seed)
+  out = results_lib.output_dir(workdir, options.out_dir) if options.write else None
+  key = results_lib.identity_key(config, root, embedder.step, **eval_options.key_settings())
   if out and not pairs_file:
     try:
       text = format_pairs(pairs)
     except ValueError as e:  # names with white space: evaluate anyway
       logging.warning("pairs not written: %s", e)
     else:
-      pairs_file = os.path.join(out, stem + "_pairs.txt")
+      pairs_file = key.paths(out).pairs
       if jax.process_index() == 0:
         epath.Path(out).mkdir(parents=True, exist_ok=True)
         epath.Path(pairs_file).write_text(text)
@@ -343,8 +375,8 @@ def evaluate_identity_folder(
       pairs, folds, lambda p: root / p,
       {p: image_check.rgb_png_bytes(root / p) for p in reencode & used})
   result = lfw_eval.evaluate_pair_set(
-      config, pair_set, variables=variables, options=options, protocol=PROTOCOL, step=step,
-      out_dir=out, stem=stem, title=f"{root.resolve().name}: {len(pairs)} pairs", model=model,
+      config, pair_set, embedder=embedder, options=eval_options, protocol=PROTOCOL,
+      out_dir=out, key=key, title=f"{root.resolve().name}: {len(pairs)} pairs",
       image_root=str(root), pairs_file=str(pairs_file) if pairs_file else None, skipped=skipped)
   if skipped:
     logging.warning("skipped %d unreadable files under %s: %s", len(skipped), root,

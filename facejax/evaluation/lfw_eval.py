@@ -1,48 +1,46 @@
 """LFW verification of a facejax checkpoint, separate from the trainer.
 
 `evaluate_lfw` embeds every image that the chosen pairs file names exactly
-once (batched, jitted, sharded over the device mesh), computes pair distances
-and scores them with `facejax.evaluation.metrics` (threshold chosen on the
-other folds). Results go to `<workdir>/eval/lfw_<step>.json` (View 2) or
-`lfw_<protocol>_<step>.json`, with a ROC plot beside them.
+once (`facejax.inference.Embedder.embed_table`: batched, jitted, sharded over
+the device mesh, on the training pipeline's pixels, with a progress bar),
+computes pair distances (`facejax.distances`) and scores them with
+`facejax.evaluation.metrics` (threshold chosen on the other folds). Results
+go to `<workdir>/eval`, named by `facejax.evaluation.results` after what they
+measured: `lfw_<step>.json` (View 2) or `lfw_<protocol>_<step>.json` for the
+LFW images with the config's settings, with a ROC plot beside them.
 
 `evaluate_pair_set` is the part that does not care where pairs come from:
 `identity_pairs.evaluate_identity_folder` scores any identity folder with it.
 """
 
 import dataclasses
-import functools
 import json
 import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from etils import epath
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from facejax import checkpointing
+from facejax import errors
 from facejax.data import datasets, input_pipeline, lfw
+from facejax.distances import DISTANCES, fold_distances, pair_distances  # noqa: F401
 from facejax.evaluation import metrics as metrics_lib
-from facejax.models import create_model
+from facejax.evaluation import results as results_lib
+from facejax.inference import FLIPS, Embedder, restore_model_vars  # noqa: F401 -- re-exported
 
 # "view1" is LFW's own name for the development split; its test half (pairsDevTest.txt)
 # is the one people score on, so it stands for "dev_test".
 PROTOCOL_ALIASES = {"view1": "dev_test"}
 PROTOCOLS = ("view2", "dev_test", "dev_train", *PROTOCOL_ALIASES)
-DISTANCES = ("euclidean", "cosine")
-# `embed_table` treats any flip other than "none"/"concat" as "average", so the
-# config checks hold a misspelt flip to this list.
-FLIPS = ("none", "concat", "average")
 NUM_FOLDS = 10
 
 
 def canonical_protocol(protocol: str) -> str:
   """"view1" -> "dev_test"; the other PROTOCOLS unchanged; anything else is an error."""
   if protocol not in PROTOCOLS:
-    raise ValueError(f"protocol={protocol!r}: choose one of {PROTOCOLS}")
+    raise errors.ConfigError(f"protocol={protocol!r}: choose one of {PROTOCOLS}")
   return PROTOCOL_ALIASES.get(protocol, protocol)
 
 
@@ -66,8 +64,12 @@ class EvalOptions:
     for name, allowed in (("distance", DISTANCES), ("flip", FLIPS),
                           ("standardization", input_pipeline.STANDARDIZATIONS)):
       if getattr(options, name) not in allowed:
-        raise ValueError(f"{name}={getattr(options, name)!r}: choose one of {allowed}")
+        raise errors.ConfigError(f"{name}={getattr(options, name)!r}: choose one of {allowed}")
     return options
+
+  def key_settings(self) -> dict[str, Any]:
+    """The settings a result is keyed by (`results.settings_tags`)."""
+    return dataclasses.asdict(self)
 
   def preprocessing(self, config: ml_collections.ConfigDict) -> input_pipeline.Preprocessing:
     """`config.data`'s evaluation preprocessing with this standardisation."""
@@ -224,132 +226,34 @@ def load_pairs(root, protocol: str) -> tuple[list[lfw.Pair], np.ndarray]:
   return pairs, deal_folds(np.array([p.issame for p in pairs]))
 
 
-def restore_model_vars(config: ml_collections.ConfigDict, workdir: str, step: int | None,
-                       model=None):
-  """Restores {"params", "batch_stats"} of `step` (default: newest good) from `workdir`.
-
-  Refuses (IncompatibleCheckpointError) a checkpoint of another net or
-  embedding size, naming both. With no `step`, a damaged newest step is
-  skipped with a warning; an explicitly asked-for damaged step is an error.
-  """
-  ckpt_dir = checkpointing.checkpoint_dir(workdir)
-  manager = checkpointing.make_manager(workdir, read_only=True)
-  if not manager.all_steps():
-    raise FileNotFoundError(
-        f"no checkpoint in {ckpt_dir}: train first with "
-        f"`python -m facejax.main --config=... --workdir={workdir}` or pass another --workdir")
-  if step is not None and step not in manager.all_steps():
-    raise FileNotFoundError(f"checkpoint step {step} not in {ckpt_dir}"
-                            f" (available: {sorted(manager.all_steps())})")
-  model = model or create_model(config.model)
-  h, w = datasets.hw(config.data.image_size)
-  target = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, h, w, 3)), train=False))
-  target = {"params": target["params"], "batch_stats": target.get("batch_stats", {})}
-  if step is None:
-    step, _, model_vars, _ = checkpointing.restore_latest_good(manager, workdir, config, target,
-                                                               quarantine=False)
-  else:
-    _, model_vars, _ = checkpointing.restore_verified(manager, step, config, target, None,
-                                                      f"{ckpt_dir}/{step}")
-  manager.close()
-  return model_vars, step
+def make_embedder(config: ml_collections.ConfigDict, options: EvalOptions, *,
+                  workdir: str | None, step: int | None, variables: dict | None) -> Embedder:
+  """The `Embedder` of an evaluation: `variables` as given (the trainer's), else restored
+  from `workdir` (step `step`, default the newest good one), with `options`' flip and
+  standardisation."""
+  how = dict(flip=options.flip, standardization=options.standardization)
+  if variables is not None:
+    return Embedder.from_variables(config, variables, step=step, workdir=workdir, **how)
+  if workdir is None:
+    raise ValueError("evaluation needs `workdir` (to restore a checkpoint) or `variables`")
+  return Embedder.from_workdir(config, workdir, step, **how)
 
 
-@functools.lru_cache(maxsize=16)
-def _jitted_embed(model, flip: str):
-  """One jitted embedder per (net, flip): tools embed in chunks, each chunk
-  calling embed_table, and must not recompile every time."""
-
-  @jax.jit
-  def embed(v, x):
-    e = model.apply(v, x, train=False)
-    if flip == "none":
-      return e
-    ef = model.apply(v, x[:, :, ::-1, :], train=False)
-    if flip == "concat":
-      return jnp.concatenate([e, ef], -1)
-    return e + ef  # "average": renormalised by the distance function
-
-  return embed
-
-
-def embed_table(model, variables, table: input_pipeline.ImageTable,
-                prep: input_pipeline.Preprocessing, batch_size: int, flip: str = "none",
-                mesh: Mesh | None = None) -> np.ndarray:
-  """Embeds every image of `table` -> [N, D] float32 (or [N, 2D] with flip="concat").
-
-  In a multi-process run each process embeds every image on its own devices
-  (evaluation is not the hot path, and no cross-process gather is needed);
-  the trainer lets process 0 alone write the results.
-  """
-  mesh = mesh or Mesh(np.asarray(jax.local_devices()), ("data",))
-  variables = jax.tree.map(
-      lambda x: np.asarray(x.addressable_data(0))
-      if isinstance(x, jax.Array) and not x.is_fully_addressable else x, variables)
-  if batch_size % mesh.size:
-    batch_size += mesh.size - batch_size % mesh.size
-  variables = {"params": variables["params"],
-               **({"batch_stats": variables["batch_stats"]} if jax.tree.leaves(variables.get("batch_stats", {})) else {})}
-
-  embed = _jitted_embed(model, flip)
-  sharding = NamedSharding(mesh, P("data"))
-  variables = jax.device_put(variables, NamedSharding(mesh, P()))
-  out = []
-  for images, valid in input_pipeline.eval_batches(table, prep, batch_size):
-    e = embed(variables, jax.device_put(images, sharding))
-    out.append(np.asarray(e)[:valid])
-  return np.concatenate(out).astype(np.float32)
-
-
-def pair_distances(emb_a: np.ndarray, emb_b: np.ndarray, distance: str) -> np.ndarray:
-  """[N, D] x [N, D] -> [N] distances of L2-renormalised embeddings.
-
-  "euclidean": squared L2, in [0, 4] (FaceNet). "cosine": 1 - cos, in [0, 2].
-  """
-  a = emb_a / np.maximum(np.linalg.norm(emb_a, axis=1, keepdims=True), 1e-12)
-  b = emb_b / np.maximum(np.linalg.norm(emb_b, axis=1, keepdims=True), 1e-12)
-  if distance == "euclidean":
-    return np.sum(np.square(a - b), axis=1)
-  if distance == "cosine":
-    return 1.0 - np.sum(a * b, axis=1)
-  raise ValueError(f"distance={distance!r}: use 'euclidean' or 'cosine'")
-
-
-def fold_distances(emb_a, emb_b, folds, distance, subtract_mean) -> np.ndarray:
-  """Distances, optionally after subtracting the training folds' mean embedding.
-
-  With `subtract_mean`, the pairs of fold k are compared after removing the
-  mean embedding of the other folds (davidsandberg's option), so the test
-  fold never informs its own centring.
-  """
-  if not subtract_mean:
-    return pair_distances(emb_a, emb_b, distance)
-  out = np.empty(len(folds), np.float64)
-  for k in np.unique(folds):
-    train = folds != k
-    mean = np.concatenate([emb_a[train], emb_b[train]]).mean(0)
-    test = folds == k
-    out[test] = pair_distances(emb_a[test] - mean, emb_b[test] - mean, distance)
-  return out
-
-
-def evaluate_pair_set(config: ml_collections.ConfigDict, pair_set: PairSet, *, variables: dict,
-                      options: EvalOptions, protocol: str, step: int | None = None,
-                      out_dir: str | None = None, stem: str | None = None, title: str | None = None,
-                      model=None, **provenance) -> LfwEvalResult:
+def evaluate_pair_set(config: ml_collections.ConfigDict, pair_set: PairSet, *,
+                      embedder: Embedder, options: EvalOptions, protocol: str,
+                      out_dir: str | None = None, key: results_lib.ResultKey | None = None,
+                      title: str | None = None, **provenance) -> LfwEvalResult:
   """Embeds `pair_set`'s images, scores its pairs fold by fold, writes JSON + ROC.
 
   Args:
-    variables: {"params", "batch_stats"} of `config.model`.
+    embedder: the net, with `options`' flip and standardisation.
     protocol: the name the result carries ("view2", "identity_folder", ...).
-    out_dir, stem: write `<out_dir>/<stem>.json` and `<stem>_roc.png` (process 0
-      only); nothing is written when `out_dir` is None.
+    out_dir, key: write `key.paths(out_dir)` (JSON and ROC PNG, process 0 only);
+      nothing is written when `out_dir` is None.
     provenance: image_root, pairs_file, skipped for the result.
   """
-  model = model or create_model(config.model)
   table = input_pipeline.ImageTable(pair_set.paths, replacements=pair_set.replacements)
-  emb = embed_table(model, variables, table, options.preprocessing(config),
-                    config.eval.batch_size, options.flip)
+  emb = embedder.embed_table(table, desc=f"embed {protocol}")
   dist = fold_distances(emb[pair_set.index_a], emb[pair_set.index_b], pair_set.folds,
                         options.distance, options.subtract_mean)
   verification = metrics_lib.evaluate_verification(dist, pair_set.issame, folds=pair_set.folds,
@@ -357,8 +261,9 @@ def evaluate_pair_set(config: ml_collections.ConfigDict, pair_set: PairSet, *, v
   json_path = roc_path = None
   if out_dir:
     epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
-    json_path = os.path.join(out_dir, stem + ".json")
-    roc_path = os.path.join(out_dir, stem + "_roc.png")
+    paths = key.paths(out_dir)
+    json_path, roc_path = paths.json, paths.roc
+  step = embedder.step
   result = LfwEvalResult(
       protocol=protocol, step=step, num_pairs=len(dist), num_images=len(pair_set.paths),
       verification=verification, json_path=json_path, roc_path=roc_path,
@@ -369,24 +274,6 @@ def evaluate_pair_set(config: ml_collections.ConfigDict, pair_set: PairSet, *, v
     metrics_lib.plot_roc({f"step {step}": (verification.roc_fpr, verification.roc_tpr)},
                          roc_path, title=title or f"LFW {protocol}")
   return result
-
-
-def model_and_variables(config: ml_collections.ConfigDict, workdir: str | None,
-                        step: int | None, variables: dict | None):
-  """(model, variables, step): `variables` as given, else restored from `workdir`."""
-  model = create_model(config.model)
-  if variables is None:
-    if workdir is None:
-      raise ValueError("evaluation needs `workdir` (to restore a checkpoint) or `variables`")
-    variables, step = restore_model_vars(config, workdir, step, model)
-  return model, variables, step
-
-
-def eval_dir(workdir: str | None, out_dir: str | None) -> str | None:
-  """Where results go: `out_dir`, else `<workdir>/eval`, else nowhere (None)."""
-  if out_dir or workdir:
-    return str(out_dir or checkpointing.workdir_path(workdir) / "eval")
-  return None
 
 
 def lfw_pair_set(config: ml_collections.ConfigDict, protocol: str):
@@ -410,22 +297,24 @@ def evaluate_lfw(config: ml_collections.ConfigDict, *, workdir: str | None = Non
 
   Args:
     config: the experiment config (model, data, eval sections).
-    workdir: where checkpoints live; results go to `<workdir>/eval` unless `out_dir`.
+    workdir: where checkpoints live; results go to `<workdir>/eval` unless `out_dir`,
+      named after what they measured (`results.lfw_key`).
     step: checkpoint step to restore (default: latest). Ignored with `variables`.
     variables: {"params", "batch_stats"} already in memory (e.g. from the trainer).
     protocol: "view2" (pairs.txt, 10 folds), "dev_test" (alias "view1") or "dev_train".
     distance, flip, subtract_mean: override `config.eval.*` ("euclidean"|"cosine",
       "none"|"concat"|"average", bool).
     standardization: overrides `config.data.standardization` ("fixed"|"prewhiten").
+    write: False writes nothing.
   """
   protocol = canonical_protocol(protocol)
   options = EvalOptions.resolve(config, distance=distance, flip=flip, subtract_mean=subtract_mean,
                                 standardization=standardization)
-  model, variables, step = model_and_variables(config, workdir, step, variables)
+  embedder = make_embedder(config, options, workdir=workdir, step=step, variables=variables)
   pair_set, root, image_root = lfw_pair_set(config, protocol)
-  tag = f"{step}" if step is not None else "latest"
+  key = results_lib.lfw_key(config, protocol, embedder.step, image_root=image_root,
+                            **options.key_settings())
   return evaluate_pair_set(
-      config, pair_set, variables=variables, options=options, protocol=protocol, step=step,
-      out_dir=eval_dir(workdir, out_dir) if write else None, model=model,
-      stem=f"lfw_{tag}" if protocol == "view2" else f"lfw_{protocol}_{tag}",
+      config, pair_set, embedder=embedder, options=options, protocol=protocol,
+      out_dir=results_lib.output_dir(workdir, out_dir) if write else None, key=key,
       image_root=str(image_root), pairs_file=os.path.join(root, lfw.PAIRS_FILES[protocol]))

@@ -9,8 +9,6 @@ from facejax.losses.classification import (
     center_loss_term,
     combined_margin_logits,
     cosface_logits,
-    init_margin_head,
-    init_softmax_head,
     softmax_center_loss,
     softmax_loss,
     update_centers,
@@ -37,8 +35,6 @@ __all__ = [
     "combined_margin_logits",
     "cosface_logits",
     "get_triplet_loss",
-    "init_margin_head",
-    "init_softmax_head",
     "pairwise_squared_distances",
     "semi_hard_triplet_loss",
     "softmax_center_loss",
@@ -46,6 +42,21 @@ __all__ = [
     "update_centers",
 ]
 
-from facejax.losses.objective import Objective, make_objective  # noqa: E402
+from facejax.losses.heads import (  # noqa: E402
+    FEATURE_SOURCES,
+    HEADS,
+    ArcFaceHead,
+    ASoftmaxHead,
+    CenterHead,
+    CombinedMarginHead,
+    CosFaceHead,
+    Head,
+    SoftmaxHead,
+    TripletHead,
+    init_head,
+)
+from facejax.losses.objective import make_objective  # noqa: E402
 
-__all__ += ["Objective", "make_objective"]
+__all__ += ["FEATURE_SOURCES", "HEADS", "ArcFaceHead", "ASoftmaxHead", "CenterHead",
+            "CombinedMarginHead", "CosFaceHead", "Head", "SoftmaxHead", "TripletHead",
+            "init_head", "make_objective"]

@@ -7,13 +7,11 @@ no row is valid.
 
 from __future__ import annotations
 
-from typing import Dict
-
 import jax
 import jax.numpy as jnp
 
-Metrics = Dict[str, jax.Array]
-Params = Dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+Params = dict[str, jax.Array]
 
 # Floor on squared norms before rsqrt/sqrt: a zeroed (padded) row would otherwise give 0/0 in the
 # forward pass and an infinite derivative of sqrt at 0 in the backward pass.

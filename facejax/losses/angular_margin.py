@@ -3,14 +3,16 @@
 All of them work on ``cos(theta_j) = x_hat . w_hat_j``: the feature row and each kernel column are
 L2-normalised here, in at least float32, and the cosine is clipped to [-1, 1]. Only the target
 logit ``j = y`` gets a margin. Conventions (``mask``, padded rows, dtypes, metrics) are those of
-:mod:`facejax.losses.classification`. Written from the formulas in
-``shared/reference/PROTOCOLS.md`` ("A-Softmax (SphereFace) and relatives").
+:mod:`facejax.losses.classification`. Written from the papers' formulas: A-Softmax
+``|x| psi(theta_y)`` with ``psi(theta) = (-1)^k cos(m theta) - 2k`` on ``[k pi/m, (k+1) pi/m]``,
+blended with the plain logit by ``lambda`` (SphereFace, Liu et al. 2017); CosFace
+``s (cos theta_y - m)`` (Wang et al. 2018); ArcFace ``s cos(theta_y + m)`` (Deng et al. 2019);
+and the combined ``s (cos(m1 theta_y + m2) - m3)``.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Dict, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -177,7 +179,7 @@ def combined_margin_logits(features, labels, head: Params, scale=64.0, m1=1.0, m
   return _combined(cos, jnp.asarray(labels), scale, m1, m2, m3)
 
 
-def _keyword_defaults(fn) -> Dict[str, object]:
+def _keyword_defaults(fn) -> dict[str, object]:
   """Hyper-parameter defaults read from a public signature, so they live in one place."""
   skip = {"features", "labels", "head", "step"}
   return {name: p.default for name, p in inspect.signature(fn).parameters.items()
@@ -194,7 +196,7 @@ _MARGIN_DEFAULTS = {
 
 def angular_margin_loss(
     features, labels, mask, head: Params, *, kind: str, step=0, **hparams
-) -> Tuple[jax.Array, Metrics]:
+) -> tuple[jax.Array, Metrics]:
   """Cross-entropy of angular-margin logits, averaged over valid rows.
 
   Args:

@@ -8,7 +8,7 @@ Every loss has the signature ``loss, metrics = fn(features, labels, mask, head, 
   rows are zeroed before any matmul, so even NaN/inf values there cannot reach the loss or the
   gradients (the matmul backward pass would otherwise compute ``0 * NaN = NaN``).
 * ``head``: ``{"kernel": [D, C]}`` (margin heads) or ``{"kernel": [D, C], "bias": [C]}``
-  (plain softmax head); see :func:`init_softmax_head` and :func:`init_margin_head`.
+  (plain softmax head): the params of the modules in :mod:`facejax.losses.heads`.
 
 The loss is a scalar mean over valid rows: float32 for bf16/float32 features, float64 for
 float64 ones (finite-difference gradient checks rely on that). With no valid row it is exactly
@@ -22,8 +22,6 @@ so this module is the single entry point for every name in :data:`CLASSIFICATION
 """
 
 from __future__ import annotations
-
-from typing import Tuple
 
 import jax
 import jax.numpy as jnp
@@ -48,8 +46,6 @@ from facejax.losses.angular_margin import (
 
 __all__ = [
     "CLASSIFICATION_LOSSES",
-    "init_softmax_head",
-    "init_margin_head",
     "softmax_loss",
     "center_loss_term",
     "update_centers",
@@ -68,32 +64,11 @@ CLASSIFICATION_LOSSES = ("softmax", "center", "a_softmax", "cosface", "arcface",
 
 
 # ---------------------------------------------------------------------------
-# Heads.
-# ---------------------------------------------------------------------------
-
-
-def init_softmax_head(rng: jax.Array, feature_dim: int, num_classes: int) -> Params:
-  """Plain softmax classifier: ``{"kernel": [D, C] float32 Glorot-uniform, "bias": [C] zeros}``."""
-  kernel = jax.nn.initializers.glorot_uniform()(rng, (feature_dim, num_classes), jnp.float32)
-  return {"kernel": kernel, "bias": jnp.zeros((num_classes,), jnp.float32)}
-
-
-def init_margin_head(rng: jax.Array, feature_dim: int, num_classes: int) -> Params:
-  """Angular-margin head: ``{"kernel": [D, C] float32 Glorot-uniform}``.
-
-  No bias: A-Softmax/CosFace/ArcFace define the logit through the angle between the feature and
-  a class column, which a bias would break; the columns are L2-normalised inside the losses.
-  """
-  kernel = jax.nn.initializers.glorot_uniform()(rng, (feature_dim, num_classes), jnp.float32)
-  return {"kernel": kernel}
-
-
-# ---------------------------------------------------------------------------
 # Softmax and center loss (Wen et al. 2016).
 # ---------------------------------------------------------------------------
 
 
-def softmax_loss(features, labels, mask, head: Params, **unused) -> Tuple[jax.Array, Metrics]:
+def softmax_loss(features, labels, mask, head: Params, **unused) -> tuple[jax.Array, Metrics]:
   """Cross-entropy of ``features @ kernel + bias`` averaged over valid rows.
 
   Args:
@@ -115,7 +90,7 @@ def softmax_loss(features, labels, mask, head: Params, **unused) -> Tuple[jax.Ar
   return loss, stop(base_metrics(logits, labels, mask))
 
 
-def center_loss_term(features, labels, mask, centers, center_weight) -> Tuple[jax.Array, Metrics]:
+def center_loss_term(features, labels, mask, centers, center_weight) -> tuple[jax.Array, Metrics]:
   """Center-loss term ``(lambda/2) * mean_i ||x_i - c_{y_i}||^2`` over valid rows.
 
   The sum over rows is divided by the number of valid rows, as caffe-face's CenterLossLayer
@@ -173,7 +148,7 @@ def update_centers(centers, features, labels, mask, alpha) -> jax.Array:
 
 def softmax_center_loss(
     features, labels, mask, head: Params, centers, center_weight
-) -> Tuple[jax.Array, Metrics]:
+) -> tuple[jax.Array, Metrics]:
   """Softmax loss plus the center-loss term; see :func:`softmax_loss`, :func:`center_loss_term`.
 
   Returns:

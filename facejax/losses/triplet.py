@@ -71,13 +71,13 @@ the ones named above), which ``benchmarks/mining_bench.py`` prints.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-Metrics = Dict[str, jax.Array]
-TripletLossFn = Callable[..., Tuple[jax.Array, Metrics]]
+Metrics = dict[str, jax.Array]
+TripletLossFn = Callable[..., tuple[jax.Array, Metrics]]
 
 __all__ = [
     "pairwise_squared_distances",
@@ -371,7 +371,7 @@ def batch_all_triplet_loss(
     labels: jax.Array,
     mask: jax.Array,
     margin: float = 0.2,
-) -> Tuple[jax.Array, Metrics]:
+) -> tuple[jax.Array, Metrics]:
   """Batch-all triplet loss: every valid triplet in the batch contributes.
 
   A triplet ``(a, p, n)`` is valid when all three rows are unpadded,
@@ -398,11 +398,7 @@ def batch_all_triplet_loss(
   of active triplets. Tied negatives are either all active or all not, so
   ties need no special care.
 
-  Args:
-    embeddings: ``[B, D]`` float32.
-    labels: ``[B]`` int32 identity ids.
-    mask: ``[B]`` bool, False for padded rows.
-    margin: scalar margin ``alpha`` (may be traced).
+  Args: as every loss here (module docstring); ``margin`` may be traced.
 
   Returns:
     ``(loss, metrics)``: scalar loss; ``num_valid_triplets`` and
@@ -435,7 +431,7 @@ def semi_hard_triplet_loss(
     labels: jax.Array,
     mask: jax.Array,
     margin: float = 0.2,
-) -> Tuple[jax.Array, Metrics]:
+) -> tuple[jax.Array, Metrics]:
   """Semi-hard negative mining (FaceNet), following TF's reference rule.
 
   For every valid anchor-positive pair ``(a, p)`` exactly one negative
@@ -465,11 +461,7 @@ def semi_hard_triplet_loss(
   :func:`_sort_rows`), as the JVP of ``jnp.min``/``jnp.max`` in the
   ``[B, B, B]`` formulation did.
 
-  Args:
-    embeddings: ``[B, D]`` float32.
-    labels: ``[B]`` int32 identity ids.
-    mask: ``[B]`` bool, False for padded rows.
-    margin: scalar margin ``alpha`` (may be traced).
+  Args: as every loss here (module docstring); ``margin`` may be traced.
 
   Returns:
     ``(loss, metrics)``: here "triplets" are anchor-positive pairs (each
@@ -502,7 +494,7 @@ def batch_hard_triplet_loss(
     labels: jax.Array,
     mask: jax.Array,
     margin: float = 0.2,
-) -> Tuple[jax.Array, Metrics]:
+) -> tuple[jax.Array, Metrics]:
   """Batch-hard triplet loss (Hermans, Beyer & Leibe, 2017).
 
   Each anchor forms one triplet from its hardest positive (largest
@@ -512,11 +504,7 @@ def batch_hard_triplet_loss(
   singleton identities (no positive) or of a batch with a single identity
   (no negative) are skipped rather than scored against a fill value.
 
-  Args:
-    embeddings: ``[B, D]`` float32.
-    labels: ``[B]`` int32 identity ids.
-    mask: ``[B]`` bool, False for padded rows.
-    margin: scalar margin ``alpha`` (may be traced).
+  Args: as every loss here (module docstring); ``margin`` may be traced.
 
   Returns:
     ``(loss, metrics)``: here "triplets" are anchors: ``num_valid_triplets``
@@ -532,7 +520,7 @@ def batch_hard_triplet_loss(
   return _hinge_loss(raw, anchor_valid, dist, pos_mask, neg_mask, divide_by_active=False)
 
 
-TRIPLET_LOSSES: Dict[str, TripletLossFn] = {
+TRIPLET_LOSSES: dict[str, TripletLossFn] = {
     "batch_all": batch_all_triplet_loss,
     "semi_hard": semi_hard_triplet_loss,
     "batch_hard": batch_hard_triplet_loss,

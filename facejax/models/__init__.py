@@ -1,10 +1,13 @@
 """Model registry: `config.model.name` -> Flax module."""
 
+import dataclasses
+import typing
 from typing import Any, Callable
 
 import jax.numpy as jnp
 import ml_collections
 
+from facejax.errors import ConfigError, did_you_mean, unknown_keys
 from facejax.models.layers import (Conv, L2Pool, LocalResponseNorm, MaxoutDense, l2_normalize,
                                    max_pool, normalized_embedding)
 from facejax.models.baselines import RawPixels
@@ -33,24 +36,47 @@ MODELS: dict[str, tuple[Callable[..., Any], tuple[int, int]]] = {
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def create_model(model_config: ml_collections.ConfigDict):
-  """Builds the module named by `model_config.name` with the other keys as kwargs.
+def config_keys(cls) -> set[str]:
+  """The `config.model` keys net `cls` takes: its Flax dataclass fields, less Flax's own."""
+  return {f.name for f in dataclasses.fields(cls) if f.init} - {"parent", "name"}
 
-  `model_config.dtype` is a string ("float32" or "bfloat16").
+
+def _wrong_kind(kind, value) -> bool:
+  """A value Flax would take silently but the field's annotation rules out."""
+  if kind is bool:
+    return not isinstance(value, bool)
+  if kind is int:
+    return isinstance(value, bool) or not isinstance(value, int)
+  if kind is float:
+    return isinstance(value, bool) or not isinstance(value, (int, float))
+  return False
+
+
+def create_model(model_config: ml_collections.ConfigDict):
+  """Builds the net named by `model_config.name` with the other keys as its keyword arguments.
+
+  `model_config.dtype` is a string ("float32" or "bfloat16"). Raises
+  ConfigError naming each unknown key (with who takes it) and each value of
+  the wrong kind for the field (a bool for a float, say), which a Flax
+  module does not check itself.
   """
   kwargs = dict(model_config)
-  name = kwargs.pop("name")
+  name = kwargs.pop("name", None)
   if name not in MODELS:
-    raise ValueError(
-        f"config.model.name={name!r} is not a known net; choose one of {sorted(MODELS)}")
+    raise ConfigError(f"config.model.name={name!r} is not one of {tuple(sorted(MODELS))}"
+                      + did_you_mean(name, MODELS))
   dtype = kwargs.pop("dtype", "float32")
   if dtype not in _DTYPES:
-    raise ValueError(f"config.model.dtype={dtype!r}: choose one of {sorted(_DTYPES)}")
+    raise ConfigError(f"config.model.dtype={dtype!r} is not one of {tuple(_DTYPES)}")
   cls, _ = MODELS[name]
-  try:
-    return cls(dtype=_DTYPES[dtype], **kwargs)
-  except TypeError as e:
-    raise ValueError(f"config.model has a key that {name} does not take: {e}") from e
+  hints = typing.get_type_hints(cls)
+  problems = unknown_keys("config.model", kwargs, config_keys(cls), f"net {name!r}",
+                          {n: config_keys(c) for n, (c, _) in MODELS.items()})
+  problems += [f"config.model.{k}={v!r} ({type(v).__name__}): must be a {hints[k].__name__}"
+               for k, v in kwargs.items() if k in hints and _wrong_kind(hints[k], v)]
+  if problems:
+    raise ConfigError(problems)
+  return cls(dtype=_DTYPES[dtype], **kwargs)
 
 
 __all__ = [

@@ -6,22 +6,27 @@ One `FaceNetInception` module builds all five from a per-net table of
   conv1 7x7/2 -> max pool 3x3/2 -> LRN -> inception(2) (1x1 reduce -> 3x3)
   -> LRN -> max pool 3x3/2 -> inception modules (3a ... 5b) -> head -> L2.
 
-Sources and decisions (`shared/reference/NETS.md` §2 and §7):
+Sources: FaceNet (Schroff et al. 2015) Table 2 and §3.3; OpenFace's
+`nn4.def.lua` / `nn4.small2.def.lua` and dpnn's `Inception.lua` where the
+paper is silent. Decisions:
 
 * NN2 (224x224) follows Table 2 row by row. NN3 is "identical in
   architecture" at 160x160. The 7x7 average pool of Table 2 is the global
   average of the final map (7x7 at 224, 5x5 at 160, 3x3 at 96). NN2:
   7,456,304 params and 1.597G multiply-adds (paper: 7.5M, 1.6B); NN3: the
   same params, 815M multiply-adds (no published per-net figure).
-* NN4 (96x96) "does not use 5x5 convolutions in the higher layers" (§7.7):
-  we drop the 5x5 branches of 5a and 5b only, as OpenFace's nn4 does, so
+* NN4 (96x96) "does not use 5x5 convolutions in the higher layers" (paper
+  §3.3), without saying which layers; its Table 6 mentions a 96x96 NN2-like
+  net with no 5x5 at all. We drop the 5x5 branches of 5a and 5b only, as
+  OpenFace's nn4 and davidsandberg's port do, so
   5a/5b output 384+384+128 = 896 channels. At 96 input 5a/5b see a 3x3 map,
   where a 5x5 kernel is mostly padding. This gives 288.9M multiply-adds
   against the published 285M; dropping every 5x5 would give 252M.
 * NNS1 (165x165, "mini Inception", published 26M params / 220M
-  multiply-adds) and NNS2 (140x116, "tiny Inception", 4.3M / 20M) have no
-  published layer tables. Their tables below are OUR OWN DESIGN, built to hit
-  those two figures (within 4% and 5% for NNS1/NNS2): both figures are far
+  multiply-adds) and NNS2 (140x116, "tiny Inception", 4.3M / 20M): the paper
+  gives only these totals, no layer table. Their layer tables below are
+  facejax's own design, not the paper's, sized to hit those two totals
+  (within 4% and 5% for NNS1/NNS2): both figures are far
   more parameters than multiply-adds can pay for in conv layers (26M params
   at 220M MACs is under 9 MACs per weight), so most weights must sit in a
   layer applied once per image. We keep the final feature map instead of
@@ -34,18 +39,22 @@ Sources and decisions (`shared/reference/NETS.md` §2 and §7):
     4a, 4e, 5a at quarter width; 140x116 -> 70x58 -> 35x29 -> 18x15 -> 9x8
     -> 5x4; flatten 5x4x256 -> FC 768 -> 128. 4.24M params, 20.9M
     multiply-adds.
-* Module semantics (§2.1): branches 1x1 / 1x1 reduce -> 3x3 / 1x1 reduce ->
-  5x5 / 3x3 pool -> optional 1x1 projection (no projection: the pooled input
-  passes through), concatenated in the paper caption's order 1x1, 3x3, 5x5,
-  pool (OpenFace uses 3x3, 5x5, pool, 1x1; this only matters for porting
-  weights). In the stride-2 modules (3c, 4e) the 1x1 reduces run at input
-  resolution and only the 3x3, the 5x5 and the pool are strided.
+* Module semantics (paper Table 2 and its caption): branches 1x1 / 1x1
+  reduce -> 3x3 / 1x1 reduce -> 5x5 / 3x3 pool -> optional 1x1 projection
+  (no projection: the pooled input passes through), concatenated in the
+  paper caption's order 1x1, 3x3, 5x5, pool (OpenFace uses 3x3, 5x5, pool,
+  1x1; this only matters for porting weights). In the stride-2 modules (3c,
+  4e) the 1x1 reduces run at input resolution and only the 3x3, the 5x5 and
+  the pool are strided: that is what reproduces the paper's 108M
+  multiply-adds for 3c (40.1M at 28x28 plus 67.8M at 14x14).
 * Padding: 3x3 convs pad 1, 5x5 pad 2, 7x7 pad 3, pools pad 1 (max pools
   ignore the pad, L2 pools add zeros), floor sizes; this reproduces every
-  size of Table 2 (112, 56, 28, 14, 7). OpenFace's unpadded L2 pool plus
-  zero-padding of the branch output (§7.5) is not reproduced.
+  size of Table 2 (112, 56, 28, 14, 7). The paper gives no padding.
+  OpenFace's unpadded L2 pool plus centred zero-padding of the branch output
+  is not reproduced.
 * L2 pooling is `L2Pool`: sqrt(sum x^2 + 1e-6) over the 3x3 window.
-* LRN (§7.3): size 5, alpha 1e-4, beta 0.75, k 1, after pool1 and after
+* LRN: the paper writes "norm" with no parameters; we take GoogLeNet's and
+  OpenFace's size 5, alpha 1e-4, beta 0.75, k 1, after pool1 and after
   the 3x3 conv of inception(2) (before pool2), the order Table 2 prints.
 * BatchNorm: none in the paper, so `batch_norm=False` by default. With
   `batch_norm=True` every conv is conv (no bias) -> BatchNorm -> ReLU, as in
@@ -111,7 +120,8 @@ _NN4_MODULES = _NN2_MODULES[:8] + (
     M("5a", 384, 192, 384, 0, 0, "l2", 128),
     M("5b", 384, 192, 384, 0, 0, "max", 128),
 )
-# Our designs (no published tables), see the module docstring.
+# facejax's own designs, sized to the paper's totals (it publishes no tables for
+# NNS1/NNS2), see the module docstring.
 _NNS1_MODULES = (
     M("3a", 32, 48, 64, 8, 16, "max", 16),
     M("3b", 32, 48, 64, 16, 32, "l2", 32),
@@ -170,7 +180,7 @@ def _max_pool(x: jax.Array, stride: int) -> jax.Array:
 
 
 class InceptionModule(nn.Module):
-  """Four parallel branches concatenated on channels (NETS.md §2.1).
+  """Four parallel branches concatenated on channels (FaceNet Table 2's caption).
 
   Attributes mirror one row of the paper's Table 2; a zero width drops that
   branch (`pool_proj=0` passes the pooled input through unprojected). With
@@ -238,7 +248,8 @@ class FaceNetInception(nn.Module):
     return max(1, int(round(n * self.width))) if n else 0
 
   @nn.compact
-  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(self, images: jax.Array,
+               train: bool = False) -> tuple[jax.Array, jax.Array]:
     """Embeds a batch of faces.
 
     Args:
@@ -248,7 +259,9 @@ class FaceNetInception(nn.Module):
         averages) when True, the running averages when False.
 
     Returns:
-      [B, embedding_dim] float32 embeddings of unit L2 norm.
+      (embedding, features): embedding [B, embedding_dim] float32 of unit L2
+      norm; features [B, embedding_dim], the same vectors before the
+      normalisation, in the net's dtype.
     """
     if self.net not in NETS:
       raise ValueError(f"net={self.net!r}: choose one of {sorted(NETS)}")
@@ -274,7 +287,7 @@ class FaceNetInception(nn.Module):
     for i, n in enumerate(spec.fc_hidden):
       x = nn.relu(nn.Dense(w(n), kernel_init=_he_normal, dtype=self.dtype, name=f"fc{i + 1}")(x))
     x = nn.Dense(self.embedding_dim, dtype=self.dtype, name="embedding")(x)
-    return normalized_embedding(self, x)
+    return normalized_embedding(x)
 
 
 # Registry entries: one class per net, so `config.model.name` picks the table.
@@ -291,8 +304,14 @@ class NN4(FaceNetInception):
 
 
 class NNS1(FaceNetInception):
+  """NNS1, 165x165. The paper gives only its totals (26M params, 220M
+  multiply-adds); the layer table (`_NNS1_MODULES`, flatten, FC 1280) is
+  facejax's own design, sized to them: 25.10M params, 220.5M multiply-adds."""
   net: str = "nns1"
 
 
 class NNS2(FaceNetInception):
+  """NNS2, 140x116. The paper gives only its totals (4.3M params, 20M
+  multiply-adds); the layer table (`_NNS2_MODULES`, flatten, FC 768) is
+  facejax's own design, sized to them: 4.24M params, 20.9M multiply-adds."""
   net: str = "nns2"

@@ -1,9 +1,8 @@
 """Inception-ResNet-v1 as used by davidsandberg/facenet (the 2018 released models).
 
-Source followed: `shared/reference/NETS.md` §4 (layer tables restated from
-davidsandberg/facenet `src/models/inception_resnet_v1.py` @096ed770 and the TF
-r1.15 `batch_norm` defaults). Decisions on the points that source leaves open
-or that a port could get wrong (NETS.md §7 items 9-11):
+Source followed: davidsandberg/facenet `src/models/inception_resnet_v1.py`
+@096ed770 and the TF r1.15 `batch_norm` defaults. Decisions on the points
+that source leaves open or that a port could get wrong:
 
 * Every conv has no bias and is followed by BatchNorm with a learned offset
   beta but NO scale gamma (TF `batch_norm` default `scale=False`; the ReLU
@@ -13,11 +12,13 @@ or that a port could get wrong (NETS.md §7 items 9-11):
   activation; the block computes x + scale * up, then ReLU. Scales 0.17
   (block35, 5x), 0.10 (block17, 10x), 0.20 (block8, 5x) come from the code.
 * Block8 runs 5 times scaled with ReLU plus one final time with scale 1.0 and
-  no ReLU: 6 block8 modules in total (§7.9).
+  no ReLU: 6 block8 modules in total (the code's `block8(net, activation_fn=None)`
+  after the repeated five).
 * Padding is TensorFlow's: "VALID" where the table says so, "SAME" elsewhere.
   Flax's "SAME" is TF's (extra pixel bottom/right on stride-2 even inputs).
 * Head: global average pool over the whole final map (3x3 at 160 px), dropout
-  (`dropout_rate` = 1 - keep_prob; the function default keep 0.8, §7.10),
+  (`dropout_rate` = 1 - keep_prob; the function default keep 0.8, which
+  `train_softmax.py --keep_probability` overrides, default 1.0),
   bottleneck Dense without bias followed by BatchNorm (beta only: Sandberg's
   arg_scope gives the fully connected layer the same BN), then L2
   normalisation. The pre-normalisation bottleneck is not returned.
@@ -175,7 +176,8 @@ class InceptionResNetV1(nn.Module):
     return jnp.concatenate([b0, b1, b2, self._max_pool(x)], axis=-1)
 
   @nn.compact
-  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(self, images: jax.Array,
+               train: bool = False) -> tuple[jax.Array, jax.Array]:
     """Embeds a batch of faces.
 
     Args:
@@ -185,7 +187,9 @@ class InceptionResNetV1(nn.Module):
         averages) and dropout is active when True; eval uses the averages.
 
     Returns:
-      [B, embedding_dim] float32 embeddings of unit L2 norm.
+      (embedding, features): embedding [B, embedding_dim] float32 of unit L2
+      norm; features [B, embedding_dim], the same vectors before the
+      normalisation, in the net's dtype.
     """
     h, w = images.shape[1:3]
     if min(h, w) < 75:
@@ -218,4 +222,4 @@ class InceptionResNetV1(nn.Module):
                  dtype=self.dtype, name="bottleneck")(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-3,
                      use_scale=False, use_bias=True, dtype=self.dtype, name="bottleneck_bn")(x)
-    return normalized_embedding(self, x)
+    return normalized_embedding(x)

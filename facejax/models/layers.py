@@ -92,17 +92,16 @@ def max_pool(x: jax.Array, window: tuple[int, int] = (3, 3), strides: tuple[int,
   return out
 
 
-def normalized_embedding(module: nn.Module, features: jax.Array) -> jax.Array:
-  """The nets' output: `features` [B, D] L2-normalised, with the raw features sown.
+def normalized_embedding(features: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The nets' output: `(embedding, features)` from the last layer's `features` [B, D].
 
-  The un-normalised features go to the "intermediates" collection under
-  "features". Classification heads read them there: A-Softmax scales its
-  logits by ||x||, and davidsandberg's softmax sits on the pre-normalisation
-  bottleneck. `model.apply(..., mutable=["intermediates"])` returns them; a
-  plain `apply` does not store them and pays nothing.
+  embedding: [B, D] float32, `features` L2-normalised (what evaluation and
+  triplet losses use). features: [B, D] in the net's dtype, unchanged. Both
+  are returned because classification heads need the raw ones: A-Softmax
+  scales its logits by ||x||, and davidsandberg's softmax sits on the
+  pre-normalisation bottleneck.
   """
-  module.sow("intermediates", "features", features)
-  return l2_normalize(features)
+  return l2_normalize(features), features
 
 
 class LocalResponseNorm(nn.Module):
@@ -141,7 +140,7 @@ class L2Pool(nn.Module):
   spatial max the L2 norm is computed". Windows are zero-padded by `padding`
   pixels each side; zeros add nothing to the sum, so a padded window is the
   L2 norm of its in-image taps (OpenFace instead pools unpadded and zero-pads
-  the branch output; NETS.md §7.5). `eps` keeps the gradient finite on
+  the branch output, centred). `eps` keeps the gradient finite on
   all-zero windows, which post-ReLU inputs often produce (d sqrt(s)/ds is
   infinite at 0). Computed in float32 for bf16 inputs, like the LRN.
 

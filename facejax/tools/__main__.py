@@ -13,16 +13,20 @@ INPUT: an image, a folder (recursive; an identity folder when its images lie
 in per-person subfolders), or a list file (path[<TAB>label] per line).
 `cluster` also takes an `.npz` from `embed` (then --config/--workdir are only
 needed for a threshold that is not given). Thresholds default to the one
-calibrated on LFW in `<workdir>/eval/lfw_*.json`.
+calibrated on LFW in `<workdir>/eval/lfw_*.json` (the config's LFW images and
+settings: `facejax.evaluation.results`). With --align, the images where MTCNN
+found no face are counted and named. A user error (missing file, no
+checkpoint, no calibration) prints one line and exits with status 2.
 """
 
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
+from facejax import checkpointing, cli, errors
 from facejax.data import align
-from facejax.evaluation.lfw_eval import DISTANCES
+from facejax.distances import DISTANCES
 from facejax.tools import cluster as cluster_lib
 from facejax.tools import common, embed, identify, verify, visualise
 
@@ -42,7 +46,7 @@ flags.DEFINE_string("people", None, "Identity folders: keep only the people of t
                     "(e.g. LFW's peopleDevTest.txt).")
 flags.DEFINE_boolean("align", False, "Align each image with MTCNN first (crop, 160 px, "
                      "margin 32) for unaligned photos.")
-flags.DEFINE_integer("chunk_size", 1024, "Images read and embedded per chunk.")
+flags.DEFINE_integer("batch_size", None, "Images per net call (default: config.eval.batch_size).")
 flags.DEFINE_float("threshold", None, "Decision threshold (default: calibrated on LFW).")
 flags.DEFINE_enum("distance", None, list(DISTANCES), "Distance (default: the calibration's).")
 flags.DEFINE_string("gallery", None, "identify: gallery identity folder.")
@@ -77,7 +81,7 @@ def _calibration(workdir: str, step, config=None) -> common.Calibration:
   ev = config.eval if config is not None else None
   return common.calibration(workdir, step, threshold=FLAGS.threshold, distance=FLAGS.distance,
                             default_distance=ev.distance if ev else "euclidean",
-                            default_flip=ev.flip if ev else "none")
+                            default_flip=ev.flip if ev else "none", config=config)
 
 
 def _images(sources, **kwargs) -> common.ImageList:
@@ -93,11 +97,11 @@ def run_embed(args):
   # Embed as the checkpoint's LFW evaluation did, so that a later `cluster
   # x.npz` or `identify` compares these embeddings with a threshold that was
   # calibrated on the same kind (flip, standardisation); else the config's.
-  found = common.find_eval_json(model.workdir, model.step)
+  found = common.find_eval_json(model.workdir, model.step, config=model.config)
   cal = common.read_calibration(found) if found else None
   result = embed.embed_images(model, images, flip=cal.flip if cal else None,
                               standardization=cal.standardization if cal else None,
-                              chunk_size=FLAGS.chunk_size)
+                              batch_size=FLAGS.batch_size)
   embed.save_npz(result, FLAGS.output)
   return result
 
@@ -129,7 +133,7 @@ def run_identify(args):
   model = _model()
   cal = _calibration(model.workdir, model.step, model.config)
   result = identify.identify(model, gallery, probes, cal, k=FLAGS.k, far_targets=far_targets,
-                             chunk_size=FLAGS.chunk_size)
+                             batch_size=FLAGS.batch_size)
   if FLAGS.output:
     result.write_csv(FLAGS.output)
   return result
@@ -153,10 +157,10 @@ def run_cluster(args):
     model = _model()
     cal = _calibration(model.workdir, model.step, model.config)
     data = embed.embed_images(model, images, flip=cal.flip, standardization=cal.standardization,
-                              chunk_size=FLAGS.chunk_size)
+                              batch_size=FLAGS.batch_size)
   result = cluster_lib.cluster(data.names, data.labels, data.embeddings, cal,
                                method=FLAGS.method, min_samples=FLAGS.min_samples,
-                               skipped=data.skipped)
+                               skipped=data.skipped, no_face=data.no_face)
   if FLAGS.output:
     cluster_lib.write_csv(result, FLAGS.output)
   if FLAGS.link_dir:
@@ -189,19 +193,15 @@ def run_verb(argv):
 
 
 def main(argv):
-  if not FLAGS["verbosity"].present:  # Orbax's INFO lines would bury the answer
-    logging.set_verbosity(logging.WARNING)
   try:
     run_verb(argv)  # app.run exits with main's return value: return nothing
-  except (FileNotFoundError, FileExistsError, ValueError) as e:
-    # Bad input (IncompatibleCheckpointError is a ValueError): the message names the path or
-    # the two nets; a traceback would only bury it.
-    print(f"facejax.tools {argv[1]}: error: {e}", file=sys.stderr)
-    sys.exit(1)
+  except checkpointing.IncompatibleCheckpointError as e:
+    # A checkpoint of another net is the user's to fix: one line naming both nets.
+    raise errors.CheckpointError(str(e)) from None
 
 
 def run():
-  app.run(main)
+  cli.run(main)
 
 
 if __name__ == "__main__":

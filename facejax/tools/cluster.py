@@ -26,7 +26,10 @@ import numpy as np
 from sklearn import cluster as sk_cluster
 from sklearn.metrics import cluster as sk_metrics
 
-from facejax.tools.common import UNKNOWN, Calibration, distance_matrix, format_skipped
+from facejax import errors
+from facejax.distances import distance_matrix
+from facejax.tools.common import (UNKNOWN, Calibration, OutputExistsError, format_no_face,
+                                  format_skipped)
 
 METHODS = ("agglomerative", "dbscan")
 NOISE = -1
@@ -67,10 +70,10 @@ def cluster_embeddings(embeddings: np.ndarray, calibration: Calibration, *,
                        method: str = "agglomerative", min_samples: int = 3) -> np.ndarray:
   """[N, D] -> cluster id [N] int (0 = the largest cluster; NOISE = -1 for DBSCAN noise)."""
   if method not in METHODS:
-    raise ValueError(f"method={method!r}: use one of {METHODS}")
+    raise errors.ConfigError(f"method={method!r}: use one of {METHODS}")
   n = len(embeddings)
   if n == 0:
-    raise ValueError("nothing to cluster: no embeddings")
+    raise errors.DataError("nothing to cluster: no embeddings")
   if n == 1:
     return np.zeros(1, np.int64)
   d = distance_matrix(embeddings, embeddings, calibration.distance)
@@ -104,6 +107,7 @@ class ClusterResult:
   csv_path: str | None = None
   link_dir: str | None = None
   skipped: dict[str, str] = dataclasses.field(default_factory=dict)
+  no_face: list[str] = dataclasses.field(default_factory=list)  # aligned: fallback crop used
 
   @property
   def num_clusters(self) -> int:
@@ -127,6 +131,8 @@ class ClusterResult:
       lines.append(f"wrote {self.csv_path}")
     if self.link_dir:
       lines.append(f"linked clusters under {self.link_dir}")
+    if self.no_face:
+      lines.append(format_no_face(self.no_face))
     if self.skipped:
       lines.append(format_skipped(self.skipped))
     return "\n".join(lines)
@@ -134,12 +140,13 @@ class ClusterResult:
 
 def cluster(paths: Sequence[str], labels: Sequence[str], embeddings: np.ndarray,
             calibration: Calibration, *, method: str = "agglomerative", min_samples: int = 3,
-            skipped: dict[str, str] | None = None) -> ClusterResult:
+            skipped: dict[str, str] | None = None,
+            no_face: Sequence[str] = ()) -> ClusterResult:
   """Clusters embedded faces; scored against `labels` when every face has one."""
   clusters = cluster_embeddings(embeddings, calibration, method=method, min_samples=min_samples)
   result = ClusterResult(list(paths), list(labels), clusters, method, calibration,
                          min_samples=min_samples if method == "dbscan" else None,
-                         skipped=dict(skipped or {}))
+                         skipped=dict(skipped or {}), no_face=list(no_face))
   if labels and all(label != UNKNOWN for label in labels):
     scored = noise_as_singletons(clusters)
     result.precision, result.recall, result.f_score = pairwise_prf(labels, scored)
@@ -168,7 +175,7 @@ def link_clusters(result: ClusterResult, link_dir: str | os.PathLike) -> str:
   """
   link_dir = os.fspath(link_dir)
   if os.path.isdir(link_dir) and os.listdir(link_dir):
-    raise FileExistsError(f"--link_dir {link_dir} is not empty: choose a new folder")
+    raise OutputExistsError(f"--link_dir {link_dir} is not empty: choose a new folder")
   width = max(3, len(str(max(result.num_clusters - 1, 0))))
   used: set[str] = set()
   for i, (path, c) in enumerate(zip(result.paths, result.clusters.tolist())):

@@ -1,15 +1,16 @@
-"""What every face tool needs: a model from a workdir, image lists, distances, a threshold.
+"""What every face tool needs: a model from a workdir, image lists, a threshold.
 
 * `load_model(config, workdir, step)` -> `FaceModel`, whose `embed_paths(paths)`
-  embeds any image files in chunks (`embed_files`: batched, jitted, bad files
-  skipped with a reason) under a progress bar.
-* `collect_images(source)` turns a file, a folder (recursive, or an identity
-  folder whose first-level subfolder names are the labels) or a list file
-  into an `ImageList`, with errors that name the path.
-* `distance_matrix` is `lfw_eval.pair_distances` for all pairs: squared L2 of
-  renormalised embeddings ("euclidean", in [0, 4]) or 1 - cos ("cosine").
-* `calibration(workdir, step)` reads the best-accuracy threshold, and the
-  distance and flip it was computed with, from `<workdir>/eval/lfw_*.json`.
+  embeds any image files with `facejax.inference.Embedder.embed_files` (each file
+  decoded once, in parallel, bad files skipped with a reason, progress bar).
+* `collect_images(source)` turns a file, a folder (an identity folder, listed by
+  `identity_folder.scan_identity_folder`, or any folder, recursively) or a list file
+  into an `ImageList`, with errors that name the path. Which files are images is
+  `facejax.data.image_files`' policy, shared with training, alignment and evaluation.
+* Distances are `facejax.distances`.
+* `calibration(workdir, step)` reads the best-accuracy threshold, and the distance and
+  flip it was computed with, from the LFW evaluation that `facejax.evaluation.results`
+  names the calibration (LFW images of the config, the config's settings).
 """
 
 from __future__ import annotations
@@ -17,24 +18,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 from typing import Iterable, Sequence
 
 import ml_collections
-import numpy as np
 
-from facejax import checkpointing
-from facejax.data import align
+from facejax import errors
+from facejax.data import align, identity_folder, image_files
 from facejax.data.lfw import read_people
-from facejax.evaluation import lfw_eval
-from facejax.evaluation.embed_files import FileEmbeddings, embed_files
+from facejax.distances import convert_threshold
+from facejax.evaluation import results as results_lib
+from facejax.inference import Embedder, FileEmbeddings
 
-# What Pillow reads; anything else in a folder is not an image and is left alone.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
-                    ".ppm", ".pgm")
 LIST_EXTENSIONS = (".txt", ".lst", ".csv", ".tsv")
 LABEL_MODES = ("auto", "subfolder", "none")
 UNKNOWN = ""  # the label of an image whose identity is not known
+
+
+class OutputExistsError(errors.UserError, FileExistsError):
+  """An output the tools refuse to overwrite; the message names it."""
 
 
 # --- image lists --------------------------------------------------------------------------------
@@ -44,11 +45,14 @@ class ImageList:
   """paths [N] and their identity labels [N] ("" when unknown), in a fixed order.
 
   `empty_identities`: first-level subfolders of an identity folder with no image.
+  `left_out`: {path: why} of the files of a folder that were not taken (not images under
+  `image_files.is_image_file`, or nested below an identity's folder).
   """
   paths: list[str]
   labels: list[str]
   source: str
   empty_identities: list[str] = dataclasses.field(default_factory=list)
+  left_out: dict[str, str] = dataclasses.field(default_factory=dict)
 
   def __len__(self) -> int:
     return len(self.paths)
@@ -60,11 +64,8 @@ class ImageList:
   def __add__(self, other: "ImageList") -> "ImageList":
     return ImageList(self.paths + other.paths, self.labels + other.labels,
                      f"{self.source}, {other.source}",
-                     self.empty_identities + other.empty_identities)
-
-
-def _is_image(name: str) -> bool:
-  return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+                     self.empty_identities + other.empty_identities,
+                     {**self.left_out, **other.left_out})
 
 
 def _read_list_file(path: str) -> ImageList:
@@ -82,45 +83,41 @@ def _read_list_file(path: str) -> ImageList:
       paths.append(name if os.path.isabs(name) else os.path.join(base, name))
       labels.append(label.strip())
   if not paths:
-    raise ValueError(f"list file {path} names no image")
+    raise errors.DataError(f"list file {path} names no image")
   return ImageList(paths, labels, path)
 
 
 def _read_folder(root: str, labels: str, min_images: int, max_identities: int | None,
                  people: frozenset[str] | None) -> ImageList:
-  found = []  # (relative path parts, absolute path)
-  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-    rel = os.path.relpath(dirpath, root)
-    parts = () if rel == "." else tuple(rel.split(os.sep))
-    found += [(parts + (f,), os.path.join(dirpath, f)) for f in filenames
-              if _is_image(f) and not f.startswith(".")]
-  if not found:
-    raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under folder {root}")
-  at_top = any(len(parts) == 1 for parts, _ in found)
-  if labels == "subfolder" and at_top:
-    top = sorted(parts[0] for parts, _ in found if len(parts) == 1)
-    raise ValueError(f"{root} is not an identity folder: images such as {top[0]!r} lie at its "
-                     f"top level, outside any <identity>/ subfolder")
-  by_subfolder = labels == "subfolder" or (labels == "auto" and not at_top)
-  found.sort()
-  if not by_subfolder:
-    return ImageList([p for _, p in found], [UNKNOWN] * len(found), root)
-  counts: dict[str, int] = {}
-  for parts, _ in found:
-    counts[parts[0]] = counts.get(parts[0], 0) + 1
-  keep = [name for name in sorted(counts)
-          if counts[name] >= min_images and (people is None or name in people)][:max_identities]
-  if not keep:
-    raise ValueError(f"no identity under {root} has >= {min_images} images"
-                     + (f" and is in the {len(people)} people asked for" if people else "")
-                     + f" ({len(counts)} identity folders)")
-  keep_set = set(keep)
-  subfolders = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
-  empty = [name for name in subfolders
-           if name not in counts and (people is None or name in people)]
-  chosen = [(parts[0], p) for parts, p in found if parts[0] in keep_set]
-  return ImageList([p for _, p in chosen], [name for name, _ in chosen], root, empty)
+  listing = image_files.list_folder(root, recursive=True)
+  left_out = {os.path.join(root, p): "not an image (no image suffix or content)"
+              for p in listing.others}
+  if not listing.images:
+    raise errors.DataError(f"no image files ({', '.join(image_files.IMAGE_EXTENSIONS)}, or "
+                           f"image content without a suffix) under folder {root}")
+  top = [p for p in listing.images if "/" not in p]
+  if labels == "subfolder" and top:
+    raise errors.DataError(f"{root} is not an identity folder: images such as {top[0]!r} lie at "
+                           f"its top level, outside any <identity>/ subfolder")
+  if labels == "none" or (labels == "auto" and top):
+    paths = [os.path.join(root, p) for p in listing.images]
+    return ImageList(paths, [UNKNOWN] * len(paths), root, left_out=left_out)
+  # An identity folder: facejax's one scanner lists it, as training and evaluation do.
+  try:
+    found = identity_folder.scan_identity_folder(root, min_images_per_identity=min_images,
+                                                 include=people, max_identities=max_identities)
+  except errors.DataError as e:
+    raise errors.DataError(f"no identity under {root} has >= {min_images} images"
+                           + (f" and is in the {len(people)} people asked for" if people else "")
+                           + f" ({e})") from None
+  names = found.class_names
+  subfolders = image_files.identity_dirs(root)
+  counted = {p.split("/")[0] for p in listing.images}
+  empty = [n for n in subfolders if n not in counted and (people is None or n in people)]
+  nested = "nested below its identity's folder (read: <root>/<identity>/<image>)"
+  left_out.update({os.path.join(root, p): nested for p in listing.images if p.count("/") > 1})
+  return ImageList([str(found.abspath(i)) for i in range(len(found))],
+                   [names[label] for label in found.labels.tolist()], root, empty, left_out)
 
 
 def collect_images(source: str | os.PathLike, *, labels: str = "auto", min_images: int = 1,
@@ -136,14 +133,14 @@ def collect_images(source: str | os.PathLike, *, labels: str = "auto", min_image
   the identities of an identity folder.
 
   Raises:
-    FileNotFoundError: `source` does not exist (the message names it).
-    ValueError: a folder with no image file, or a list file naming none.
+    errors.MissingDataError (a FileNotFoundError): `source` does not exist (named).
+    errors.DataError (a ValueError): a folder with no image file, or a list file naming none.
   """
   if labels not in LABEL_MODES:
-    raise ValueError(f"labels={labels!r}: use one of {LABEL_MODES}")
+    raise errors.ConfigError(f"labels={labels!r}: use one of {LABEL_MODES}")
   source = os.fspath(source)
   if not os.path.exists(source):
-    raise FileNotFoundError(f"no such file or folder: {source}")
+    raise errors.MissingDataError(f"no such file or folder: {source}")
   if os.path.isdir(source):
     if isinstance(people, (str, os.PathLike)):
       people = read_people(people)
@@ -158,49 +155,14 @@ def collect_many(sources: Iterable[str], **kwargs) -> ImageList:
   """`collect_images` of each source, concatenated in order."""
   lists = [collect_images(s, **kwargs) for s in sources]
   if not lists:
-    raise ValueError("no input given")
+    raise errors.DataError("no input given")
   out = lists[0]
   for more in lists[1:]:
     out = out + more
   return out
 
 
-# --- distances ----------------------------------------------------------------------------------
-
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-  """[N, D] -> [N, D] float64 rows of unit L2 norm (zero rows stay zero)."""
-  x = np.asarray(x, np.float64)
-  return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def distance_matrix(a: np.ndarray, b: np.ndarray, distance: str) -> np.ndarray:
-  """[N, D] x [M, D] -> [N, M] float64, the all-pairs form of `lfw_eval.pair_distances`.
-
-  "euclidean": squared L2 of unit vectors = 2 - 2 cos, in [0, 4]; "cosine": 1 - cos.
-  """
-  cos = np.clip(l2_normalise(a) @ l2_normalise(b).T, -1.0, 1.0)
-  if distance == "euclidean":
-    return 2.0 - 2.0 * cos
-  if distance == "cosine":
-    return 1.0 - cos
-  raise ValueError(f"distance={distance!r}: use one of {lfw_eval.DISTANCES}")
-
-
-def convert_threshold(threshold: float, from_distance: str, to_distance: str) -> float:
-  """The same operating point in another distance: |a-b|^2 = 2 (1 - cos) for unit vectors."""
-  for d in (from_distance, to_distance):
-    if d not in lfw_eval.DISTANCES:
-      raise ValueError(f"distance={d!r}: use one of {lfw_eval.DISTANCES}")
-  if from_distance == to_distance:
-    return float(threshold)
-  return float(threshold) * (0.5 if to_distance == "cosine" else 2.0)
-
-
 # --- the threshold calibrated on LFW ------------------------------------------------------------
-
-_EVAL_JSON = re.compile(r"^lfw_(?:(dev_test|dev_train)_)?(\d+|latest)\.json$")
-_PROTOCOL_PREFERENCE = {"view2": 0, "dev_test": 1, "dev_train": 2}
-
 
 @dataclasses.dataclass(frozen=True)
 class Calibration:
@@ -237,32 +199,12 @@ class Calibration:
                                                 f"{self.threshold:.4f}"])))
 
 
-def eval_jsons(workdir: str) -> list[tuple[str, str, int | None]]:
-  """(path, protocol, step) of every LFW evaluation JSON in `<workdir>/eval`."""
-  eval_dir = checkpointing.workdir_path(workdir) / "eval"
-  if not eval_dir.is_dir():
-    return []
-  out = []
-  for p in eval_dir.iterdir():
-    m = _EVAL_JSON.match(p.name)
-    if m:
-      step = None if m.group(2) == "latest" else int(m.group(2))
-      out.append((str(p), m.group(1) or "view2", step))
-  return out
-
-
-def find_eval_json(workdir: str, step: int | None = None) -> str | None:
-  """The evaluation JSON to take a threshold from, or None.
-
-  Order: one written for `step` (the checkpoint in use) before any other,
-  then View 2 before View 1 (more pairs), then the newest step.
-  """
-  found = eval_jsons(workdir)
-  if not found:
-    return None
-  key = lambda f: (f[2] != step or step is None, _PROTOCOL_PREFERENCE[f[1]],
-                   -(f[2] if f[2] is not None else -1))
-  return min(found, key=key)[0]
+def find_eval_json(workdir: str, step: int | None = None, *,
+                   config: ml_collections.ConfigDict | None = None) -> str | None:
+  """The LFW evaluation JSON to take a threshold from, or None (`results.find_calibration`
+  on the LFW folder of `config`: the default LFW images when None)."""
+  return results_lib.find_calibration(workdir, step,
+                                      folder=results_lib.calibration_folder(config))
 
 
 def read_calibration(path: str) -> Calibration:
@@ -271,7 +213,7 @@ def read_calibration(path: str) -> Calibration:
     saved = json.load(f)
   missing = [k for k in ("threshold", "distance", "flip") if k not in saved]
   if missing:
-    raise ValueError(f"{path} is not an LFW evaluation JSON (no {missing})")
+    raise errors.DataError(f"{path} is not an LFW evaluation JSON (no {missing})")
   note = ("the evaluation subtracted the training folds' mean embedding, single pairs here do "
           "not, so the threshold is approximate" if saved.get("subtract_mean") else "")
   return Calibration(threshold=float(saved["threshold"]), distance=saved["distance"],
@@ -282,16 +224,17 @@ def read_calibration(path: str) -> Calibration:
 
 def calibration(workdir: str, step: int | None, *, threshold: float | None = None,
                 distance: str | None = None, default_distance: str = "euclidean",
-                default_flip: str = "none") -> Calibration:
+                default_flip: str = "none",
+                config: ml_collections.ConfigDict | None = None) -> Calibration:
   """The threshold to decide "same identity" with.
 
   `threshold` (the --threshold flag) wins; its distance is `distance`, else
   the evaluation JSON's, else `default_distance`. Without it, the threshold
-  is read from `find_eval_json(workdir, step)` and converted to `distance`
-  if one is asked for. No JSON and no `threshold` is an error saying how to
-  make one.
+  is read from `find_eval_json(workdir, step, config=config)` and converted to
+  `distance` if one is asked for. No JSON and no `threshold` is an error
+  (`errors.MissingDataError`) saying how to make one.
   """
-  path = find_eval_json(workdir, step)
+  path = find_eval_json(workdir, step, config=config)
   if threshold is not None:
     saved = read_calibration(path) if path else None
     return Calibration(threshold=float(threshold),
@@ -299,11 +242,11 @@ def calibration(workdir: str, step: int | None, *, threshold: float | None = Non
                        flip=saved.flip if saved else default_flip, source="--threshold",
                        standardization=saved.standardization if saved else None)
   if path is None:
-    eval_dir = checkpointing.workdir_path(workdir) / "eval"
-    raise FileNotFoundError(
-        f"no LFW evaluation JSON (lfw_*.json) in {eval_dir} to take the calibrated threshold "
-        f"from: run `python -m facejax.evaluation --config=... --workdir={workdir}` first, "
-        f"or pass --threshold")
+    raise errors.MissingDataError(
+        f"no LFW evaluation of the config's LFW images and settings (lfw_<step>.json) in "
+        f"{results_lib.eval_dir(workdir)} to take the calibrated threshold from (found: "
+        f"{results_lib.describe_results(workdir)}): run `python -m facejax.evaluation "
+        f"--config=... --workdir={workdir}` first, or pass --threshold")
   cal = read_calibration(path)
   if step is not None and cal.step is not None and cal.step != step:
     cal = dataclasses.replace(cal, note="; ".join(filter(None, [
@@ -317,65 +260,63 @@ def calibration(workdir: str, step: int | None, *, threshold: float | None = Non
 class FaceModel:
   """A restored checkpoint, ready to embed image files.
 
-  `variables`: {"params", "batch_stats"}; `align_spec`: MTCNN alignment
-  applied to each file before embedding (None: the files are used as they
-  are, e.g. an already aligned tree).
+  `embedder`: the `facejax.inference.Embedder` (net, variables, preprocessing);
+  `align_spec`: MTCNN alignment applied to each file before embedding (None: the files
+  are used as they are, e.g. an already aligned tree).
   """
   config: ml_collections.ConfigDict
-  variables: dict
-  step: int | None
+  embedder: Embedder
   workdir: str
   align_spec: align.AlignSpec | None = None
-  _detector: object = dataclasses.field(default=None, repr=False)
+
+  @property
+  def step(self) -> int | None:
+    return self.embedder.step
+
+  @property
+  def variables(self) -> dict:
+    return self.embedder.variables
 
   def embed_paths(self, paths: Sequence[str | os.PathLike], *, flip: str | None = None,
-                  standardization: str | None = None, chunk_size: int = 1024,
-                  progress: bool = True, desc: str = "embed") -> FileEmbeddings:
+                  standardization: str | None = None, batch_size: int | None = None,
+                  progress: bool | None = None, desc: str = "embed") -> FileEmbeddings:
     """Embeds image files -> `FileEmbeddings` (embeddings [N, D] float32 of the files that
-    worked, in input order; `skipped` {path: reason} for the others).
+    worked, in input order; `skipped` {path: reason} for the others; `no_face` the aligned
+    files where the fallback crop was used).
 
     `flip` and `standardization` default to `config.eval.flip` and
-    `config.data.standardization`; a calibrated threshold is only valid with
-    the ones it was computed with (`Calibration.flip/standardization`).
-    Files are read in chunks of `chunk_size` so that memory stays bounded
-    and the progress bar moves; one bad file never stops the job.
+    `config.data.standardization`; a calibrated threshold is only valid with the ones it
+    was computed with (`Calibration.flip/standardization`). One bad file never stops the
+    job; `progress` None shows a bar on a terminal.
     """
-    from tqdm import tqdm
-    paths = [os.fspath(p) for p in paths]
-    config = self.config
-    if standardization and standardization != config.data.standardization:
-      config = config.copy_and_resolve_references()
-      config.data.standardization = standardization
-    if self.align_spec is not None and self._detector is None:
-      self._detector = align.Detector(self.align_spec.min_face_size)
-    kept, chunks, records, skipped = [], [], [], {}
-    with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
-      for start in range(0, len(paths), chunk_size):
-        part = embed_files(config, self.variables, paths[start:start + chunk_size],
-                           align_spec=self.align_spec, detector=self._detector, flip=flip)
-        kept += part.paths
-        chunks.append(part.embeddings)
-        records += part.records
-        skipped.update(part.skipped)
-        bar.update(min(chunk_size, len(paths) - start))
-        if skipped:
-          bar.set_postfix(skipped=len(skipped))
-    dim = chunks[0].shape[1] if chunks else self.config.model.embedding_dim
-    emb = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
-    return FileEmbeddings(kept, emb.astype(np.float32), records, skipped)
+    embedder = self.embedder.replace(flip=flip or self.config.eval.flip,
+                                     standardization=standardization
+                                     or self.config.data.standardization,
+                                     batch_size=batch_size)
+    return embedder.embed_files(paths, align_spec=self.align_spec, progress=progress, desc=desc)
 
 
 def load_model(config: ml_collections.ConfigDict, workdir: str, step: int | None = None, *,
                align_spec: align.AlignSpec | None = None) -> FaceModel:
   """Restores `step` (default: the newest good one) of `workdir` for `config`'s net.
 
-  Raises FileNotFoundError (no checkpoint / no such step) and
-  `checkpointing.IncompatibleCheckpointError` for a checkpoint of another
-  net, naming both.
+  Raises `facejax.errors.CheckpointError` (no checkpoint / no such step) and
+  `checkpointing.IncompatibleCheckpointError` for a checkpoint of another net, naming both.
   """
-  variables, step = lfw_eval.restore_model_vars(config, workdir, step)
-  return FaceModel(config=config, variables=variables, step=step, workdir=str(workdir),
-                   align_spec=align_spec)
+  embedder = Embedder.from_workdir(config, workdir, step)
+  return FaceModel(config=config, embedder=embedder, workdir=str(workdir), align_spec=align_spec)
+
+
+def format_no_face(no_face: Sequence[str], limit: int = 20) -> str:
+  """Lines naming the aligned images where no face was found ("" when none)."""
+  if not no_face:
+    return ""
+  lines = [f"no face found in {len(no_face)} image(s); their centre crop was embedded "
+           f"instead (align fallback):"]
+  lines += [f"  {p}" for p in list(no_face)[:limit]]
+  if len(no_face) > limit:
+    lines.append(f"  ... and {len(no_face) - limit} more")
+  return "\n".join(lines)
 
 
 def format_skipped(skipped: dict[str, str], limit: int = 20) -> str:

@@ -15,7 +15,8 @@ import os
 
 import numpy as np
 
-from facejax.tools.common import FaceModel, ImageList, format_skipped
+from facejax import errors
+from facejax.tools.common import FaceModel, ImageList, format_no_face, format_skipped
 
 
 @dataclasses.dataclass
@@ -30,6 +31,7 @@ class EmbedResult:
   standardization: str = "fixed"
   skipped: dict[str, str] = dataclasses.field(default_factory=dict)
   path: str | None = None  # where it was saved
+  no_face: list[str] = dataclasses.field(default_factory=list)  # aligned: fallback crop used
 
   def summary(self) -> str:
     n_ids = len({label for label in self.labels if label})
@@ -37,24 +39,28 @@ class EmbedResult:
              f"{self.embeddings.shape[1]}] float32 ({n_ids} labelled identities) with "
              f"{self.checkpoint} step {self.step}"
              + (f", saved to {self.path}" if self.path else "")]
+    if self.no_face:
+      lines.append(format_no_face(self.no_face))
     if self.skipped:
       lines.append(format_skipped(self.skipped))
     return "\n".join(lines)
 
 
 def embed_images(model: FaceModel, images: ImageList, *, flip: str | None = None,
-                 standardization: str | None = None, chunk_size: int = 1024,
-                 progress: bool = True) -> EmbedResult:
+                 standardization: str | None = None, batch_size: int | None = None,
+                 progress: bool | None = None) -> EmbedResult:
   """Embeds `images` (labels kept for the files that worked); `flip` and
-  `standardization` default to the config's (`config.eval.flip`, `config.data.standardization`)."""
+  `standardization` default to the config's (`config.eval.flip`, `config.data.standardization`).
+  `skipped` names the unreadable files and those of the folder that are not images."""
   flip = flip or model.config.eval.flip
   standardization = standardization or model.config.data.standardization
   out = model.embed_paths(images.paths, flip=flip, standardization=standardization,
-                          chunk_size=chunk_size, progress=progress)
+                          batch_size=batch_size, progress=progress)
   label_of = dict(zip(images.paths, images.labels))
   return EmbedResult(names=out.paths, labels=[label_of[p] for p in out.paths],
                      embeddings=out.embeddings, checkpoint=model.workdir, step=model.step,
-                     flip=flip, standardization=standardization, skipped=out.skipped)
+                     flip=flip, standardization=standardization,
+                     skipped={**images.left_out, **out.skipped}, no_face=out.no_face)
 
 
 def save_npz(result: EmbedResult, path: str | os.PathLike) -> str:
@@ -80,11 +86,11 @@ def load_npz(path: str | os.PathLike) -> EmbedResult:
   """Reads a file written by `save_npz` with allow_pickle=False."""
   path = os.fspath(path)
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"no such embeddings file: {path}")
+    raise errors.MissingDataError(f"no such embeddings file: {path}")
   with np.load(path, allow_pickle=False) as f:
     missing = [k for k in ("names", "labels", "embeddings") if k not in f.files]
     if missing:
-      raise ValueError(f"{path} is not a facejax embeddings file (no {missing})")
+      raise errors.DataError(f"{path} is not a facejax embeddings file (no {missing})")
     step = int(f["step"]) if "step" in f.files else -1
     skipped = (dict(zip(f["skipped_names"].tolist(), f["skipped_reasons"].tolist()))
                if "skipped_names" in f.files else {})

@@ -34,7 +34,9 @@ from typing import Sequence
 
 import numpy as np
 
-from facejax.tools.common import (UNKNOWN, Calibration, FaceModel, ImageList, distance_matrix,
+from facejax import errors
+from facejax.distances import distance_matrix
+from facejax.tools.common import (UNKNOWN, Calibration, FaceModel, ImageList, format_no_face,
                                   format_skipped)
 
 UNKNOWN_ANSWER = "unknown"
@@ -74,19 +76,19 @@ def open_set_split(images: ImageList, *, unknown_fraction: float = 0.2,
        known probes.
   """
   if not images.labelled:
-    raise ValueError(f"{images.source}: an open-set split needs an identity folder "
-                     f"(every image labelled by its subfolder)")
+    raise errors.DataError(f"{images.source}: an open-set split needs an identity folder "
+                           f"(every image labelled by its subfolder)")
   if not 0 <= unknown_fraction < 1:
-    raise ValueError(f"unknown_fraction={unknown_fraction}: must be in [0, 1)")
+    raise errors.ConfigError(f"unknown_fraction={unknown_fraction}: must be in [0, 1)")
   if gallery_per_identity < 1:
-    raise ValueError(f"gallery_per_identity={gallery_per_identity}: must be >= 1")
+    raise errors.ConfigError(f"gallery_per_identity={gallery_per_identity}: must be >= 1")
   by_identity: dict[str, list[str]] = {}
   for path, label in zip(images.paths, images.labels):
     by_identity.setdefault(label, []).append(path)
   names = sorted(n for n, paths in by_identity.items() if len(paths) > gallery_per_identity)
   if len(names) < 2:
-    raise ValueError(f"{images.source}: {len(names)} identities have more than "
-                     f"{gallery_per_identity} image(s); an open-set split needs at least 2")
+    raise errors.DataError(f"{images.source}: {len(names)} identities have more than "
+                           f"{gallery_per_identity} image(s); an open-set split needs at least 2")
   rng = np.random.default_rng(seed)
   order = [names[i] for i in rng.permutation(len(names))]
   n_unknown = min(int(round(unknown_fraction * len(names))), len(names) - 1)
@@ -218,6 +220,7 @@ class IdentifyResult:
   gallery_dropped: list[str]  # identities with no usable gallery image
   metrics: OpenSetMetrics | None = None
   skipped: dict[str, str] = dataclasses.field(default_factory=dict)
+  no_face: list[str] = dataclasses.field(default_factory=list)  # aligned: fallback crop used
 
   def summary(self, show: int = 10) -> str:
     lines = [f"identified {len(self.probe_paths)} probe(s) against {self.gallery_size} gallery "
@@ -232,6 +235,8 @@ class IdentifyResult:
       lines.append(f"gallery identities with no usable image (left out): {self.gallery_dropped}")
     if self.metrics is not None:
       lines.append(self.metrics.summary())
+    if self.no_face:
+      lines.append(format_no_face(self.no_face))
     if self.skipped:
       lines.append(format_skipped(self.skipped))
     return "\n".join(lines)
@@ -280,7 +285,7 @@ def identify_embeddings(gallery_emb: np.ndarray, gallery_labels: Sequence[str],
 
 def identify(model: FaceModel, gallery: ImageList, probes: ImageList, calibration: Calibration,
              *, k: int = 5, far_targets: Sequence[float] = (0.01, 0.1),
-             chunk_size: int = 1024, progress: bool = True) -> IdentifyResult:
+             batch_size: int | None = None, progress: bool | None = None) -> IdentifyResult:
   """Embeds gallery and probes and ranks the gallery identities for each probe.
 
   The gallery must be labelled (one subfolder per identity). An identity
@@ -289,19 +294,21 @@ def identify(model: FaceModel, gallery: ImageList, probes: ImageList, calibratio
   probe is labelled.
   """
   if not gallery.labelled:
-    raise ValueError(f"gallery {gallery.source}: every image needs an identity "
-                     f"(use a folder with one subfolder per identity)")
+    raise errors.DataError(f"gallery {gallery.source}: every image needs an identity "
+                           f"(use a folder with one subfolder per identity)")
   how = dict(flip=calibration.flip, standardization=calibration.standardization,
-             chunk_size=chunk_size, progress=progress)
+             batch_size=batch_size, progress=progress)
   g = model.embed_paths(gallery.paths, desc="gallery", **how)
   label_of = dict(zip(gallery.paths, gallery.labels))
   g_labels = [label_of[p] for p in g.paths]
   dropped = sorted((set(gallery.labels) - set(g_labels)) | set(gallery.empty_identities))
   if not g_labels:
-    raise ValueError(f"gallery {gallery.source}: no usable image\n" + format_skipped(g.skipped))
+    raise errors.DataError(f"gallery {gallery.source}: no usable image\n"
+                           + format_skipped(g.skipped))
   p = model.embed_paths(probes.paths, desc="probes", **how)
   if not p.paths:
-    raise ValueError(f"probes {probes.source}: no usable image\n" + format_skipped(p.skipped))
+    raise errors.DataError(f"probes {probes.source}: no usable image\n"
+                           + format_skipped(p.skipped))
   label_of = dict(zip(probes.paths, probes.labels))
   p_labels = [label_of[x] for x in p.paths]
   identities, _, answers, top_ids, top_d, metrics = identify_embeddings(
@@ -310,4 +317,6 @@ def identify(model: FaceModel, gallery: ImageList, probes: ImageList, calibratio
                         top_identities=top_ids, top_distances=top_d, calibration=calibration,
                         gallery_size=len(g.paths), gallery_identities=identities,
                         gallery_dropped=dropped, metrics=metrics,
-                        skipped={**g.skipped, **p.skipped})
+                        skipped={**gallery.left_out, **probes.left_out, **g.skipped,
+                                 **p.skipped},
+                        no_face=g.no_face + p.no_face)

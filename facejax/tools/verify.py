@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from facejax.evaluation import lfw_eval
-from facejax.tools.common import Calibration, FaceModel
+from facejax import errors
+from facejax.distances import pair_distances
+from facejax.tools.common import Calibration, FaceModel, format_no_face
 
 
 @dataclasses.dataclass
@@ -21,6 +22,7 @@ class VerifyResult:
   path_b: str
   distance: float
   calibration: Calibration
+  no_face: list[str] = dataclasses.field(default_factory=list)  # aligned: fallback crop used
 
   @property
   def same(self) -> bool:
@@ -32,24 +34,26 @@ class VerifyResult:
     return (f"{verdict}: {self.calibration.distance} distance {self.distance:.4f} {op} "
             f"threshold {self.calibration.threshold:.4f}\n"
             f"  a: {self.path_a}\n  b: {self.path_b}\n"
-            f"  threshold source: {self.calibration.describe()}")
+            f"  threshold source: {self.calibration.describe()}"
+            + (f"\n{format_no_face(self.no_face)}" if self.no_face else ""))
 
 
 def verify(model: FaceModel, path_a: str | os.PathLike, path_b: str | os.PathLike,
            calibration: Calibration) -> VerifyResult:
   """Embeds both images (with `calibration.flip`) and compares them.
 
-  Raises FileNotFoundError / ValueError naming an image that is missing or
+  Raises errors.MissingDataError / errors.DataError naming an image that is missing or
   unreadable (or has no face when aligning with fallback "skip").
   """
   paths = [os.fspath(path_a), os.fspath(path_b)]
   for p in paths:
     if not os.path.isfile(p):
-      raise FileNotFoundError(f"no such image file: {p}")
+      raise errors.MissingDataError(f"no such image file: {p}")
   out = model.embed_paths(paths, flip=calibration.flip,
                           standardization=calibration.standardization, progress=False)
   if out.skipped:
-    raise ValueError("cannot verify: " + "; ".join(f"{p}: {r}" for p, r in out.skipped.items()))
+    raise errors.DataError(
+        "cannot verify: " + "; ".join(f"{p}: {r}" for p, r in out.skipped.items()))
   # Same path twice is embedded twice by embed_files, so rows 0 and 1 are a and b.
-  d = lfw_eval.pair_distances(out.embeddings[:1], out.embeddings[1:2], calibration.distance)
-  return VerifyResult(paths[0], paths[1], float(d[0]), calibration)
+  d = pair_distances(out.embeddings[:1], out.embeddings[1:2], calibration.distance)
+  return VerifyResult(paths[0], paths[1], float(d[0]), calibration, out.no_face)

@@ -14,8 +14,10 @@ from typing import Sequence
 
 import numpy as np
 
+from facejax import errors
+from facejax.distances import l2_normalize
 from facejax.evaluation import metrics
-from facejax.tools.common import UNKNOWN, l2_normalise
+from facejax.tools.common import UNKNOWN
 from facejax.tools.embed import EmbedResult, load_npz
 
 
@@ -70,10 +72,10 @@ def tsne_plot(embeddings: EmbedResult | str | os.PathLike, path: str | os.PathLi
     mask = np.isin(labels, keep_ids)
     emb, labels = emb[mask], labels[mask]
   if len(emb) < 3:
-    raise ValueError(f"t-SNE needs at least 3 embeddings, got {len(emb)}")
+    raise errors.DataError(f"t-SNE needs at least 3 embeddings, got {len(emb)}")
   tsne = TSNE(n_components=2, perplexity=min(perplexity, (len(emb) - 1) / 3), init="pca",
               random_state=seed)
-  xy = tsne.fit_transform(l2_normalise(emb))
+  xy = tsne.fit_transform(l2_normalize(emb))
   fig = _figure()
   ax = fig.add_subplot(1, 1, 1)
   if keep_ids:
@@ -121,16 +123,16 @@ def roc_overlay(json_paths: Sequence[str | os.PathLike], path: str | os.PathLike
   the legend sits under the axes so that it never hides a curve.
   """
   if not json_paths:
-    raise ValueError("roc_overlay needs at least one evaluation JSON")
+    raise errors.DataError("roc_overlay needs at least one evaluation JSON")
   curves, rows = [], []
   for p in map(os.fspath, json_paths):
     if not os.path.isfile(p):
-      raise FileNotFoundError(f"no such evaluation JSON: {p}")
+      raise errors.MissingDataError(f"no such evaluation JSON: {p}")
     with open(p) as f:
       saved = json.load(f)
     v = saved.get("verification", {})
     if "roc_fpr" not in v or "roc_tpr" not in v:
-      raise ValueError(f"{p} has no verification.roc_fpr/roc_tpr: not an LFW evaluation JSON")
+      raise errors.DataError(f"{p} has no verification.roc_fpr/roc_tpr: not an LFW evaluation JSON")
     fpr, tpr = np.asarray(v["roc_fpr"], np.float64), np.asarray(v["roc_tpr"], np.float64)
     acc = float(saved.get("accuracy", v.get("accuracy_mean", np.nan)))
     auc = float(saved.get("auc", v.get("auc", np.nan)))
