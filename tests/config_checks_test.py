@@ -326,11 +326,16 @@ def test_new_combinations_are_named():
 
 def test_all_problems_of_a_stage_are_reported_together():
   c = _config()
-  _write(c, "model.embeding_dim", 8)
+  c.data.max_image_pixels = None
   _set(c, "seed", True)
   c.eval.flip = "mirror"
-  e = _raises(c, "3 problems", "config.model.embeding_dim", "config.seed", "config.eval.flip")
+  e = _raises(c, "3 problems", "config.data.max_image_pixels", "config.seed", "config.eval.flip")
   assert isinstance(e, ValueError) and len(e.problems) == 3
+  # The net's keys are its constructor's, checked together in the next stage.
+  c = _config()
+  _write(c, "model.embeding_dim", 8)
+  _write(c, "model.conv_width", True)
+  e = _raises(c, "2 problems", "config.model.embeding_dim", "config.model.conv_width")
 
 
 @pytest.mark.parametrize("name,variant,size,fits", [

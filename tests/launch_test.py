@@ -313,8 +313,10 @@ def find_invocations(text: str, where: str, *, executable: bool,
 _DEFINE = re.compile(r"\b(?:flags|config_flags)\.DEFINE_(\w+)\(\s*(?:name\s*=\s*)?[\"'](\w+)[\"']")
 _REQUIRED_LIST = re.compile(r"mark_flags_as_required\(\s*\[([^\]]*)\]")
 _REQUIRED_ONE = re.compile(r"mark_flag_as_required\(\s*[\"'](\w+)[\"']")
-_FROM_IMPORT = re.compile(r"^\s*from\s+(facejax(?:\.\w+)*)\s+import\s+\(?([\w\s,]+)", re.M)
-_IMPORT = re.compile(r"^\s*import\s+(facejax(?:\.\w+)+)", re.M)
+# Module-level imports only: an import inside a function (e.g. the aligner a
+# library loads on demand) does not run, and defines no flags, when the module loads.
+_FROM_IMPORT = re.compile(r"^from\s+(facejax(?:\.\w+)*)\s+import\s+\(?([\w\s,]+)", re.M)
+_IMPORT = re.compile(r"^import\s+(facejax(?:\.\w+)+)", re.M)
 
 
 def _module_file(dotted: str) -> pathlib.Path | None:
@@ -953,7 +955,7 @@ def test_checker_accepts_a_good_snippet():
     ("python -m facejax.main --config=configs/nn9.py --workdir=/w", r"no file configs/nn9.py"),
     ("python -m facejax.main --config=configs/nn1.py --workdir=/w --config.batch_size=big",
      r"config.batch_size=big"),
-    ("python -m facejax.main --config=configs/nn1.py", r"needs --workdir"),
+    ("python -m facejax.evaluation --config=configs/nn1.py", r"needs --workdir"),
     ("python -m facejax.main --config=configs/nn1.py --workdir=/w extra", r"positional"),
     ("python -m facejax.main --config=$UNSET --workdir=/w", r"cannot resolve --config"),
     ("python -m facejax.evaluation --config=configs/nn1.py --workdir=/w --protocl=view2",
