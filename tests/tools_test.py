@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from face_folders import gif_faces, pgm_faces
+import configs
 from facejax import checkpointing, errors
 from facejax.data import datasets
 from facejax.data.identity_folder import scan_identity_folder
@@ -35,9 +36,7 @@ THRESHOLD = 0.37
 
 
 def _smoke(lfw_root):
-  sys.path.insert(0, str(REPO / "configs"))
-  import nn1
-  c = nn1.get_config("smoke")
+  c = configs.get_config("nn1:smoke")
   c.data.data_dir = str(lfw_root.parent)
   return c
 
