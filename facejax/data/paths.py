@@ -28,17 +28,11 @@ _REQUIRED = {
     "lfw": ("pairs.txt", "lfw/"),
 }
 
+# What the dataset folder holds, said in one line with the error (a user error is one line).
 _LAYOUT_HINT = {
-    "lfw": (
-        "Expected layout (LFW root = <dir>/lfw):\n"
-        "  <dir>/lfw/lfw/<Name>/<Name>_0001.jpg   (the extracted lfw.tgz, 13,233 JPEGs)\n"
-        "  <dir>/lfw/pairs.txt                    (View 2 pairs)\n"
-        "  <dir>/lfw/pairsDevTrain.txt, pairsDevTest.txt, peopleDevTrain.txt,\n"
-        "  <dir>/lfw/peopleDevTest.txt, lfw-names.txt  (View 1 protocol and names)\n"
-        "The files can be downloaded from the official LFW site "
-        "(http://vis-www.cs.umass.edu/lfw/) when online; "
-        "facejax.data.tfds_builders.Lfw downloads them itself when given no local copy."
-    ),
+    "lfw": ("<dir>/lfw/ holds lfw/<Name>/<Name>_0001.jpg (the extracted lfw.tgz), pairs.txt "
+            "and the View 1 files, all downloaded from the official LFW site "
+            "http://vis-www.cs.umass.edu/lfw/"),
 }
 
 
@@ -50,12 +44,9 @@ class DataNotFoundError(errors.MissingDataError):
 
 
 def _how_to_fix(dataset: str) -> str:
-  hint = _LAYOUT_HINT.get(dataset, f"Expected layout: <dir>/{dataset}/<identity>/<image>.")
-  return (
-      f"Set `{CONFIG_KEY}` (e.g. --config.data.data_dir=/path/to/data) or the "
-      f"environment variable `{ENV_VAR}` to the folder that holds the `{dataset}/` "
-      f"sub-folder.\n{hint}"
-  )
+  hint = _LAYOUT_HINT.get(dataset, f"<dir>/{dataset}/ holds <identity>/<image> folders")
+  return (f"set `{CONFIG_KEY}` (--config.data.data_dir=/path/to/data) or the environment "
+          f"variable `{ENV_VAR}` to the folder <dir> that holds `{dataset}/` ({hint})")
 
 
 def _missing(root: pathlib.Path, dataset: str) -> list[str]:
@@ -86,11 +77,11 @@ def resolve_data_dir(configured: str | os.PathLike | None, dataset: str = "lfw")
     source, base = f"environment variable `{ENV_VAR}`", pathlib.Path(os.environ[ENV_VAR]).expanduser()
   else:
     raise DataNotFoundError(
-        f"No data directory configured for dataset {dataset!r}.\n{_how_to_fix(dataset)}"
+        f"No data directory configured for dataset {dataset!r}: {_how_to_fix(dataset)}"
     )
   if not base.is_dir():
     raise DataNotFoundError(
-        f"Data directory {base} (from {source}) does not exist.\n{_how_to_fix(dataset)}"
+        f"Data directory {base} (from {source}) does not exist: {_how_to_fix(dataset)}"
     )
   candidate = base / dataset
   missing = _missing(candidate, dataset) if candidate.is_dir() else [str(candidate) + "/"]
@@ -100,6 +91,6 @@ def resolve_data_dir(configured: str | os.PathLike | None, dataset: str = "lfw")
     # `base` already is the dataset root (e.g. FACEJAX_DATA_DIR=/data/lfw).
     return base
   raise DataNotFoundError(
-      f"Data directory {base} (from {source}) is missing {', '.join(missing)}.\n"
+      f"Data directory {base} (from {source}) is missing {', '.join(missing)}: "
       f"{_how_to_fix(dataset)}"
   )
