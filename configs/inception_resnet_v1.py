@@ -79,8 +79,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.num_train_steps = 275 * EPOCH
   c.log_every_steps = 100
   c.checkpoint.every_steps = 5 * EPOCH
-  c.eval.update(every_steps=5 * EPOCH, batch_size=100, distance="cosine", flip="concat",
-                subtract_mean=True)
+  c.eval.update(batch_size=100, distance="cosine", flip="concat", subtract_mean=True)
+  c.evals.lfw_view1.every_steps = 5 * EPOCH
   if variant in ("smoke", "center_smoke"):
     c.model.embedding_dim = 128
     c.data.update(image_size=75, resize_size=85)

@@ -51,7 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                                  final_lr_fraction=0.0))
     c.num_train_steps = 1500
     c.checkpoint.every_steps = 250
-    c.eval.every_steps = 500
+    c.evals.lfw_view1.every_steps = 500
   elif variant == "smoke":
     c.model.update(conv_width=0.125, maxout_features=64, embedding_dim=32)
     c.data.update(image_size=32, resize_size=36, source_crop=140, max_identities=60)
@@ -59,5 +59,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.num_train_steps = 12
     c.log_every_steps = 2
     c.checkpoint.every_steps = 4
-    c.eval.update(every_steps=8, batch_size=256)
+    c.eval.batch_size = 256
+    common.smoke_evals(c)
+    c.evals.lfw_dev_test.every_steps = 8
+    with c.unlocked():
+      c.evals.lfw_view2 = dict(type="lfw", protocol="view2", every_steps=0, at_end=True)
   return c

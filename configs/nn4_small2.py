@@ -65,7 +65,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.num_identities = 75
   c.num_train_steps = 10_000
   # OpenFace's LFW evaluation: squared Euclidean distance, no flip, 10 folds.
-  c.eval.update(every_steps=1000, batch_size=256)
+  c.eval.batch_size = 256
+  c.evals.lfw_view1.every_steps = 1000
   if variant == "smoke":
     c.data.update(image_size=72, resize_size=72)
     common.smoke(c)

@@ -54,5 +54,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.num_identities, c.images_per_identity = 12, 4  # only used with data.sampling="pk"
   c.num_train_steps = 800
   c.checkpoint.every_steps = 200
-  c.eval.every_steps = 400
+  c.evals.lfw_view1.every_steps = 400
   return c

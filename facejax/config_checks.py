@@ -20,7 +20,7 @@ import ml_collections
 from facejax import models, optimizers
 from facejax.data import datasets, image_check, input_pipeline
 from facejax.errors import ConfigError, did_you_mean
-from facejax.evaluation import lfw_eval
+from facejax.evaluation import lfw_eval, registry
 from facejax.losses import TRIPLET_LOSSES, make_objective
 
 __all__ = ["ConfigError", "validate_config"]
@@ -37,7 +37,7 @@ _COUNTS = {
     "log_every_steps": 1, "device_prefetch": 0, "data.min_images_per_identity": 1,
     "data.max_identities": 1, "data.source_crop": 0, "data.image_size": 1,
     "data.resize_size": 1, "data.max_image_pixels": 1, "data.check_workers": 1,
-    "checkpoint.every_steps": 1, "checkpoint.max_to_keep": 1, "eval.every_steps": 0,
+    "checkpoint.every_steps": 1, "checkpoint.max_to_keep": 1,
     "eval.batch_size": 1, "divergence.max_rollbacks": 0, "model.embedding_dim": 1,
 }
 
@@ -47,8 +47,7 @@ _CHOICES = {
     "data.standardization": input_pipeline.STANDARDIZATIONS,
     "data.bad_images": image_check.BAD_IMAGES, "data.non_rgb": image_check.NON_RGB,
     "data.small_identities": image_check.SMALL_IDENTITIES, "eval.distance": lfw_eval.DISTANCES,
-    "eval.flip": lfw_eval.FLIPS, "eval.during_training": lfw_eval.PROTOCOLS,
-    "eval.at_end": lfw_eval.PROTOCOLS, "divergence.action": ("stop", "rollback"),
+    "eval.flip": lfw_eval.FLIPS, "divergence.action": ("stop", "rollback"),
 }
 
 
@@ -76,7 +75,8 @@ def _check_values(config: ml_collections.ConfigDict) -> list[str]:
   if problems:
     return problems
   for key, value in present.items():
-    if value is None and key not in _MAY_BE_NONE and not key.startswith("model."):
+    # A net's or an evaluator's None is its constructor's default, checked there.
+    if value is None and key not in _MAY_BE_NONE and not key.startswith(("model.", "evals.")):
       problems.append(f"config.{key}=None: must be set (None is not allowed here)")
     elif key in _COUNTS and value is not None:
       sizes = value if isinstance(value, (tuple, list)) and key.endswith("_size") else (value,)
@@ -100,7 +100,8 @@ def _check_constructors(config: ml_collections.ConfigDict) -> list[str]:
   for build in (lambda: models.create_model(config.model),
                 lambda: optimizers.create_optimizer(config.optimizer, config.num_train_steps),
                 lambda: make_objective(config.loss, num_classes=2,
-                                       feature_dim=config.model.get("embedding_dim", 8))):
+                                       feature_dim=config.model.get("embedding_dim", 8)),
+                lambda: registry.build_all(config)):
     try:
       build()
     except ConfigError as e:

@@ -293,10 +293,13 @@ class Embedder:
     return cls(config, model, variables, step=step, workdir=workdir, **overrides)
 
   def replace(self, **overrides) -> "Embedder":
-    """The same net and variables with other flip / standardization / batch_size."""
+    """The same net and variables with other flip / standardization / batch_size /
+    preprocessing (whose standardisation applies unless `standardization` is given)."""
     kwargs = dict(flip=self.flip, standardization=self.preprocessing.standardization,
                   batch_size=self.batch_size, mesh=self.mesh, step=self.step,
                   workdir=self.workdir, preprocessing=self.preprocessing)
+    if overrides.get("preprocessing") is not None and overrides.get("standardization") is None:
+      kwargs["standardization"] = overrides["preprocessing"].standardization
     kwargs.update({k: v for k, v in overrides.items() if v is not None})
     return Embedder(self.config, self.model, self.variables, **kwargs)
 

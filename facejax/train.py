@@ -29,6 +29,9 @@ from facejax import config_checks
 from facejax import optimizers
 from facejax.data import datasets
 from facejax.data import input_pipeline
+from facejax.evaluation import registry
+from facejax.evaluation import results
+from facejax.inference import Embedder
 from facejax.losses import Head, init_head, make_objective
 from facejax.models import create_model
 
@@ -302,7 +305,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                step_fn=make_jitted_step(config, model, tx, mesh, objective),
                guard=DivergenceGuard.from_config(config),
                writer=_SummaryWriter(workdir) if is_chief else None,
-               progress=_progress(int(state.step), config.num_train_steps, is_chief))
+               progress=_progress(int(state.step), config.num_train_steps, is_chief),
+               evaluators=registry.build_all(config, out_dir=results.eval_dir(workdir)))
   rollbacks = meta.get("rollbacks", 0)
   try:
     while True:
@@ -327,7 +331,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     manager.wait_until_finished()
     loop.progress.close()
 
-  _evaluate(config, workdir, state, config.eval.at_end, int(state.step), loop.writer)
+  loop.evaluate(state, int(state.step), last=True)
   if loop.writer:
     loop.writer.close()
   manager.close()
@@ -346,6 +350,7 @@ class _Loop:
   guard: DivergenceGuard
   writer: "_SummaryWriter | None"
   progress: Any  # tqdm
+  evaluators: dict[str, Any]  # name -> registry.Evaluator, built from config.evals
 
   def run(self, state: TrainState, rollbacks: int) -> TrainState:
     """Steps from `state.step` to `config.num_train_steps`, logging, saving and evaluating
@@ -379,9 +384,26 @@ class _Loop:
         meta = checkpointing.checkpoint_meta(c, step, lr_scale=float(state.lr_scale),
                                              rollbacks=rollbacks)
         checkpointing.save(self.manager, step, state.model_vars(), state.train_vars(), meta)
-      if is_due(step, c.eval.every_steps) and not last:  # the last step has `eval.at_end`
-        _evaluate(c, self.workdir, state, c.eval.during_training, step, self.writer)
+      if not last:  # the last step's evaluations run after the loop (`at_end`)
+        self.evaluate(state, step, last=False)
     return state
+
+  def evaluate(self, state: TrainState, step: int, *, last: bool) -> None:
+    """Runs the evaluators of `config.evals` due at `step` on the in-memory weights and
+    logs their scalars as `eval/<name>/<scalar>`."""
+    specs = self.config.evals
+    due = [name for name in self.evaluators if registry.is_due(specs[name], step, last=last)]
+    if not due:
+      return
+    embedder = Embedder.from_variables(self.config, state.model_vars(), step=step,
+                                       workdir=self.workdir)
+    for name in due:
+      evaluator = self.evaluators[name]
+      scalars = evaluator.run(embedder)
+      if jax.process_index() == 0:
+        logging.info("step %d: %s", step, evaluator.summary())
+      if self.writer:
+        self.writer.scalars(step, {f"eval/{name}/{k}": v for k, v in scalars.items()})
 
   def _log(self, step: int, metrics: dict) -> None:
     if self.writer:
@@ -401,18 +423,6 @@ class _Loop:
                                           "divergence/lr_scale": lr_scale})
     self.progress.reset(self.config.num_train_steps)
     self.progress.update(int(state.step))
-
-
-def _evaluate(config, workdir, state, protocols, step, writer):
-  """Runs the separate LFW evaluator on the in-memory params; logs its scalars."""
-  from facejax.evaluation import evaluate_lfw  # the evaluator does not import the trainer
-  for protocol in protocols:
-    result = evaluate_lfw(config, workdir=workdir, variables=state.model_vars(), step=step,
-                          protocol=protocol)
-    if jax.process_index() == 0:
-      logging.info("step %d: %s", step, result.summary())
-    if writer:
-      writer.scalars(step, {f"eval/{protocol}/{k}": v for k, v in result.scalars().items()})
 
 
 def _progress(start, total, enabled):

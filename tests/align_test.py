@@ -104,6 +104,19 @@ def test_no_face_applies_the_fallback_and_says_so(detector):
   assert out is None and record["status"] == "skipped"
 
 
+def test_davidsandberg_face_choice_by_hand():
+  """200x200 image. merit = area - 2 x squared offset of the box centre from (100, 100):
+  A [0,0,100,100]: 10000 - 2 x 5000 = 0; B [90,90,110,110]: 400 - 0 = 400;
+  C [20,20,140,140]: 14400 - 2 x 800 = 12800."""
+  face = lambda *box: align.Face(np.array(box, np.float64), 0.9, np.zeros((5, 2)))
+  a, b, c = face(0, 0, 100, 100), face(90, 90, 110, 110), face(20, 20, 140, 140)
+  assert align.davidsandberg_face([a, b], 200, 200) is b
+  assert align.davidsandberg_face([a, b, c], 200, 200) is c
+  assert align.central_face([a, b, c], 200, 200) is b  # the other rule, on the same faces
+  assert align.choose_face([a, b, c], 200, 200, "davidsandberg") is c
+  assert align.davidsandberg_face([], 200, 200) is None
+
+
 def test_folder_alignment_reports_resumes_and_feeds_the_lfw_layout(lfw_root, tmp_path):
   src = tmp_path / "src"
   for name in PEOPLE[:3]:
@@ -125,7 +138,8 @@ def test_folder_alignment_reports_resumes_and_feeds_the_lfw_layout(lfw_root, tmp
   for name in PEOPLE[:3]:
     for f in sorted((src / name).glob("*_000*.jpg")):
       im = Image.open(out / name / f.name)
-      assert im.size == (160, 160) and im.mode == "RGB"
+      # Lossless by default (the reference pipeline's PNG), under the name LFW's lists use.
+      assert im.size == (160, 160) and im.mode == "RGB" and im.format == "PNG"
   with open(out / "alignment.csv", newline="") as f:
     rows = list(csv.DictReader(f))
   assert len(rows) == 8

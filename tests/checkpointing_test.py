@@ -19,8 +19,7 @@ def _config(smoke_config, steps):
   c.num_train_steps = steps
   c.checkpoint.every_steps = 2
   c.checkpoint.max_to_keep = 5
-  c.eval.every_steps = 0
-  c.eval.at_end = ()
+  c.evals = {}
   return c
 
 

@@ -110,7 +110,7 @@ def test_accepted_values():
   _set(c, "optimizer.learning_rate", 1)
   _set(c, "loss.margin", 1)
   _set(c, "model.conv_width", 1)
-  c.eval.at_end = ["dev_test", "view2"]
+  c.evals.lfw_dev_test.protocol = "dev_test"  # an alias of "view1"
   c.data.train_dir = None
   c.data.max_identities = None
   # The input-robustness and divergence keys being added.
@@ -188,7 +188,7 @@ def test_missing_keys_are_named():
     ("data.image_size", (32, 32, 3)),
     ("data.min_images_per_identity", None),
     ("eval.distance", ("cosine",)),
-    ("eval.at_end", "view2"),
+    ("evals.lfw_dev_test.at_end", "yes"),
     ("eval.subtract_mean", 0),
     ("model.batch_norm", 1),  # an int is not a bool
     ("model.conv_width", True),  # nor is a bool a float
@@ -227,8 +227,8 @@ def test_wrong_types_are_named(dotted, value):
     ("model.name", "nn5"),
     ("eval.distance", "l2"),
     ("eval.flip", "mirror"),
-    ("eval.at_end", ("dev_test", "veiw2")),
-    ("eval.during_training", ("view3",)),
+    ("evals.lfw_dev_test.protocol", "veiw2"),
+    ("evals.lfw_view2.protocol", "view3"),
     ("data.bad_images", "ignore"),
     ("data.non_rgb", "keep"),
     ("data.small_identities", "drop"),
@@ -265,7 +265,7 @@ def test_enum_hint_and_classification_loss_keys():
     ("data.source_crop", -1),
     ("checkpoint.every_steps", 0),
     ("eval.batch_size", 0),
-    ("eval.every_steps", -1),
+    ("evals.lfw_dev_test.every_steps", -1),
     ("optimizer.schedule.warmup_steps", -5),
     ("optimizer.learning_rate", -0.1),
     ("model.embedding_dim", 0),

@@ -31,6 +31,6 @@ def test_smoke_config_trains_and_evaluates(name, lfw_root, tmp_path):
   train.train_and_evaluate(c, str(tmp_path))
   manager = checkpointing.make_manager(str(tmp_path), read_only=True)
   assert manager.latest_step() == steps
-  with open(tmp_path / "eval" / f"lfw_dev_test_{steps}.json") as f:
+  with open(tmp_path / "eval" / f"lfw_dev_test_10fold_{steps}.json") as f:
     result = json.load(f)
   assert 0.0 <= result["accuracy"] <= 1.0

@@ -204,7 +204,7 @@ def test_converted_checkpoint_evaluates_and_fine_tunes(lfw_root, tmp_path):
   stats_moved = np.abs(np.asarray(tuned["batch_stats"]["bottleneck_bn"]["mean"])
                        - variables["batch_stats"]["bottleneck_bn"]["mean"]).max()
   assert 1e-6 < stats_moved < 0.1
-  with open(os.path.join(workdir, "eval", f"lfw_dev_test_{step}.json")) as f:
+  with open(os.path.join(workdir, "eval", f"lfw_dev_test_10fold_{step}.json")) as f:
     result = json.load(f)
   # Centre crops instead of MTCNN alignment cost a few points, no more: the
   # fine-tune started from the CASIA-WebFace weights, not from scratch (~0.6).

@@ -15,8 +15,7 @@ def _config(smoke_config, *, loss, lr, steps=8, action="stop", schedule="constan
   c.num_train_steps = steps
   c.checkpoint.every_steps = 2
   c.checkpoint.max_to_keep = 10
-  c.eval.every_steps = 0
-  c.eval.at_end = ()
+  c.evals = {}
   c.loss.name = loss
   c.optimizer = common.optimizer("sgd", lr, schedule=dict(name=schedule, warmup_steps=0,
                                                           **schedule_kw))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from facejax import distances, errors
+from facejax.data import lfw
 from facejax.evaluation import lfw_eval
 from facejax.evaluation import results as results_lib
 from facejax.inference import Embedder
@@ -15,10 +16,16 @@ from facejax.models import NN1, create_model
 
 
 def test_view2_folds_follow_the_file_and_view1_folds_are_balanced(lfw_root):
-  pairs, folds = lfw_eval.load_pairs(lfw_root, "view2")
-  assert len(pairs) == 6000
+  pairs, folds, test_folds = lfw_eval.load_pairs(lfw_root, "view2")
+  assert len(pairs) == 6000 and test_folds is None
   np.testing.assert_array_equal(folds, np.repeat(np.arange(10), 600))
-  pairs, folds = lfw_eval.load_pairs(lfw_root, "dev_test")
+  # View 1 by the protocol: DevTest scored (fold 0), its threshold chosen on DevTrain (fold 1).
+  pairs, folds, test_folds = lfw_eval.load_pairs(lfw_root, "view1")
+  assert test_folds == (0,) and len(pairs) == 3200
+  assert pairs[:1000] == lfw.view1_pairs(lfw_root, "test")
+  assert pairs[1000:] == lfw.view1_pairs(lfw_root, "train")
+  np.testing.assert_array_equal(folds, [0] * 1000 + [1] * 2200)
+  pairs, folds, _ = lfw_eval.load_pairs(lfw_root, "dev_test_10fold")
   issame = np.array([p.issame for p in pairs])
   for k in range(10):
     assert (issame[folds == k]).sum() == 50 and (~issame[folds == k]).sum() == 50
@@ -66,7 +73,7 @@ def test_flip_concat_keeps_the_unflipped_embedding(smoke_config, lfw_root):
 def test_raw_pixel_baseline_on_dev_test(smoke_config, tmp_path):
   c = smoke_config
   c.model = {"name": "raw_pixels"}
-  result = lfw_eval.evaluate_lfw(c, variables={"params": {}}, protocol="dev_test",
+  result = lfw_eval.evaluate_lfw(c, variables={"params": {}}, protocol="dev_test_10fold",
                                  distance="cosine", out_dir=str(tmp_path), step=0)
   # The issue's reference figure for raw pixels + cosine on DevTest is about 0.62.
   assert 0.57 < result.accuracy < 0.68, result.summary()
@@ -95,7 +102,7 @@ def test_ablation_settings_match_evaluate_lfw_one_by_one(smoke_config):
   settings = (("cosine", "concat", True), ("euclidean", "none", False))
   rows, info = ablation.evaluate_settings(c, variables=variables, protocol="view1",
                                           settings=settings)
-  assert info["protocol"] == "dev_test" and info["num_pairs"] == 1000
+  assert info["protocol"] == "view1" and info["num_pairs"] == 1000
   for (distance, flip, subtract_mean), row in zip(settings, rows):
     ref = lfw_eval.evaluate_lfw(c, variables=variables, protocol="dev_test",
                                 distance=distance, flip=flip, subtract_mean=subtract_mean,
@@ -114,23 +121,47 @@ def test_empty_workdir_gives_a_clear_error(smoke_config, tmp_path):
 
 # --- per-fold table, View 1 alias, ablation options ------------------------------------------
 
-def test_view1_is_dev_test_and_passes_the_config_checks(lfw_root, smoke_config):
+def test_dev_test_is_view1_and_passes_the_config_checks(lfw_root, smoke_config):
   from facejax import config_checks
   view1 = lfw_eval.load_pairs(lfw_root, "view1")
   dev_test = lfw_eval.load_pairs(lfw_root, "dev_test")
-  assert view1[0] == dev_test[0]
+  assert view1[0] == dev_test[0] and view1[2] == dev_test[2]
   np.testing.assert_array_equal(view1[1], dev_test[1])
-  smoke_config.eval.at_end = ("view1", "view2")
+  smoke_config.evals.lfw_dev_test.protocol = "view1"
   config_checks.validate_config(smoke_config, num_devices=1)
+
+
+def test_view1_protocol_threshold_comes_from_dev_train(smoke_config, tmp_path):
+  """Raw pixels + cosine by the protocol, against a brute-force reference: the threshold with
+  the best DevTrain accuracy (first of ties, grid 0..4 step 0.01), applied once to DevTest."""
+  c = smoke_config
+  c.model = {"name": "raw_pixels"}
+  result = lfw_eval.evaluate_lfw(c, variables={"params": {}}, protocol="view1",
+                                 distance="cosine", out_dir=str(tmp_path), step=0)
+  train = lfw_eval.evaluate_lfw(c, variables={"params": {}}, protocol="dev_train",
+                                distance="cosine", write=False)
+  grid = np.linspace(0, 4, 401)
+  d_train, s_train = train.distances, train.pair_issame
+  train_acc = [((d_train < t) == s_train).mean() for t in grid]
+  threshold = grid[int(np.argmax(train_acc))]
+  expected = ((result.distances < threshold) == result.pair_issame).mean()
+  assert result.num_pairs == 1000 and len(result.distances) == 1000
+  assert result.verification.fold_thresholds.tolist() == [threshold]
+  assert result.accuracy == pytest.approx(expected, abs=1e-12)
+  assert result.verification.accuracy_std == 0.0
+  assert os.path.basename(result.json_path) == "lfw_view1+cosine_0.json"
+  # The issue's reference figure for raw pixels + cosine on DevTest is about 0.62.
+  assert 0.57 < result.accuracy < 0.68, result.summary()
 
 
 def test_fold_table_and_json_folds_on_view1(smoke_config, tmp_path):
   c = smoke_config
   c.model = {"name": "raw_pixels"}
-  result = lfw_eval.evaluate_lfw(c, variables={"params": {}}, protocol="view1",
+  result = lfw_eval.evaluate_lfw(c, variables={"params": {}}, protocol="dev_test_10fold",
                                  distance="cosine", out_dir=str(tmp_path), step=3)
   # Cosine is not the config's distance (euclidean): the name says so.
-  assert result.protocol == "dev_test" and result.json_path.endswith("lfw_dev_test+cosine_3.json")
+  assert result.protocol == "dev_test_10fold"
+  assert result.json_path.endswith("lfw_dev_test_10fold+cosine_3.json")
   v = result.verification
   lines = result.fold_table().splitlines()
   assert lines[0].split() == ["fold", "pairs", "same", "diff", "threshold", "accuracy", "VAL",

@@ -274,7 +274,7 @@ def _train_on(smoke_config, root, **data):
   c.data.update(train_dir=str(root), train_people=None, max_identities=None, **data)
   c.num_identities, c.images_per_identity = 3, 2
   c.batch_size = 6
-  c.eval.at_end = ()
+  c.evals = {}
   return train, c
 
 

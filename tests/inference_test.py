@@ -124,9 +124,9 @@ def test_results_are_keyed_by_folder_and_settings(smoke_config, lfw_root, tmp_pa
   c.model = {"name": "raw_pixels"}
   workdir = str(tmp_path / "w")
   run = lambda **kw: lfw_eval.evaluate_lfw(c, workdir=workdir, variables={"params": {}}, step=7,
-                                           protocol="dev_test", **kw)
+                                           protocol="dev_test_10fold", **kw)
   calibration = run()
-  assert calibration.json_path == str(results_lib.eval_dir(workdir) / "lfw_dev_test_7.json")
+  assert calibration.json_path == str(results_lib.eval_dir(workdir) / "lfw_dev_test_10fold_7.json")
   before = open(calibration.json_path).read()
   # Another LFW image folder (a copy of the people DevTest needs) and another setting each get
   # a file of their own; the calibration the tools read stays as it was.
@@ -137,11 +137,11 @@ def test_results_are_keyed_by_folder_and_settings(smoke_config, lfw_root, tmp_pa
   other = c.copy_and_resolve_references()
   other.data.lfw_image_dir = str(copy)
   elsewhere = lfw_eval.evaluate_lfw(other, workdir=workdir, variables={"params": {}}, step=7,
-                                    protocol="dev_test")
+                                    protocol="dev_test_10fold")
   cosine = run(distance="cosine")
   names = sorted(os.path.basename(p) for p, _ in results_lib.list_results(workdir))
-  assert names == sorted(["lfw_dev_test_7.json", "lfw_dev_test+cosine_7.json",
-                          f"lfw_dev_test@{results_lib.folder_slug(copy)}_7.json"])
+  assert names == sorted(["lfw_dev_test_10fold_7.json", "lfw_dev_test_10fold+cosine_7.json",
+                          f"lfw_dev_test_10fold@{results_lib.folder_slug(copy)}_7.json"])
   assert elsewhere.json_path != calibration.json_path != cosine.json_path
   assert open(calibration.json_path).read() == before
   assert results_lib.find_calibration(workdir, 7) == calibration.json_path

@@ -34,7 +34,8 @@ def _command(workdir):
   return [sys.executable, "-m", "facejax.main", "--config=configs/nn1.py:smoke",
           f"--workdir={workdir}", f"--config.num_train_steps={STEPS}",
           "--config.checkpoint.every_steps=2", "--config.checkpoint.max_to_keep=3",
-          "--config.log_every_steps=10", "--config.eval.at_end=()"]
+          "--config.log_every_steps=10", "--config.evals.lfw_dev_test.at_end=False",
+          "--config.evals.lfw_view2.at_end=False"]
 
 
 def _env(lfw_root):

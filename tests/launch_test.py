@@ -903,15 +903,15 @@ def test_notebook_roc_cells_plot_a_real_eval_json(tmp_path):
                       0, 4)
   eval_dir = tmp_path / "eval"
   eval_dir.mkdir()
-  for protocol, stem in (("view2", "lfw_2000"), ("dev_test", "lfw_dev_test_1000"),
-                         ("dev_test", "lfw_dev_test_2000")):
+  for protocol, stem in (("view2", "lfw_2000"), ("view1", "lfw_view1_1000"),
+                         ("view1", "lfw_view1_2000")):
     verification = metrics.evaluate_verification(distances, issame, folds=folds)
     result = lfw_eval.LfwEvalResult(
         protocol=protocol, step=int(stem.rsplit("_", 1)[1]), distance="euclidean", flip="none",
         subtract_mean=False, num_pairs=600, num_images=1200, verification=verification,
         json_path=None, roc_path=None)
     (eval_dir / f"{stem}.json").write_text(json.dumps(result.to_dict()))
-  cells = [s for _, s in code_cells() if "roc_fpr" in s or "lfw_dev_test_" in s]
+  cells = [s for _, s in code_cells() if "roc_fpr" in s or "lfw_view1_" in s]
   assert len(cells) == 2
   namespace = {"WORKDIR": str(tmp_path), "CONFIG": notebook_variables()["CONFIG"]}
   with warnings.catch_warnings():

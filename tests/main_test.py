@@ -39,7 +39,7 @@ def test_smoke_trains_checkpoints_resumes_and_evaluates(lfw_root, tmp_path):
   assert view2["protocol"] == "view2" and view2["num_pairs"] == 6000
   for key in ("accuracy", "accuracy_std", "val", "far", "auc", "eer"):
     assert 0.0 <= view2[key] <= 1.0, key
-  assert os.path.exists(os.path.join(workdir, "eval", "lfw_dev_test_8.json"))
+  assert os.path.exists(os.path.join(workdir, "eval", "lfw_dev_test_10fold_8.json"))
   assert os.path.getsize(os.path.join(workdir, "eval", "lfw_12_roc.png")) > 1000
   assert any(f.startswith("events") for f in os.listdir(os.path.join(workdir, "tensorboard")))
 

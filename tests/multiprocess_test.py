@@ -64,6 +64,6 @@ def test_two_processes_match_each_other_and_one_process(local_devices, tmp_path,
   # One checkpoint written by both; logging and evaluation by process 0 only.
   steps = sorted(int(n) for n in os.listdir(tmp_path / "multi" / "checkpoints") if n.isdigit())
   assert steps == [2, 4]
-  assert (tmp_path / "multi" / "eval" / f"lfw_dev_test_{STEPS}.json").is_file()
+  assert (tmp_path / "multi" / "eval" / f"lfw_dev_test_10fold_{STEPS}.json").is_file()
   # Process 0 alone writes TensorBoard events (one file, not one per process).
   assert len(os.listdir(tmp_path / "multi" / "tensorboard")) == 1

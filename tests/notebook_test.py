@@ -40,7 +40,7 @@ def test_notebook_evaluates_verifies_identifies_and_maps(smoke_config, lfw_root,
   # The kernel inherits this environment.
   monkeypatch.setenv("FACEJAX_NOTEBOOK_CONFIG", "configs/nn1.py:smoke")
   monkeypatch.setenv("FACEJAX_NOTEBOOK_WORKDIR", str(workdir))
-  monkeypatch.setenv("FACEJAX_NOTEBOOK_PROTOCOL", "view1")
+  monkeypatch.setenv("FACEJAX_NOTEBOOK_PROTOCOL", "dev_test_10fold")
   monkeypatch.setenv("FACEJAX_DATA_DIR", str(lfw_root.parent))
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
   monkeypatch.delenv("FACEJAX_NOTEBOOK_STEP", raising=False)
@@ -56,7 +56,7 @@ def test_notebook_evaluates_verifies_identifies_and_maps(smoke_config, lfw_root,
   lines = _outputs(table, "text").splitlines()
   assert lines[0].split()[:4] == ["fold", "pairs", "same", "diff"]
   assert [line.split()[1:4] for line in lines[2:12]] == [["100", "50", "50"]] * 10
-  accuracy = float(re.search(r"LFW dev_test \(1000 pairs.*accuracy (\S+) ±", text).group(1))
+  accuracy = float(re.search(r"LFW dev_test_10fold \(1000 pairs.*accuracy (\S+) ±", text).group(1))
   assert 0.0 <= accuracy <= 1.0
   roc = next(c for c in code if "roc_fpr" in c.source)
   assert len(_outputs(roc, "image/png")) == 1

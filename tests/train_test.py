@@ -59,8 +59,7 @@ def _config(smoke_config, steps):
   c = smoke_config.copy_and_resolve_references()
   c.num_train_steps = steps
   c.checkpoint.every_steps = 2
-  c.eval.every_steps = 0
-  c.eval.at_end = ()
+  c.evals = {}
   return c
 
 

@@ -10,8 +10,11 @@ Published LFW numbers are measured on aligned faces. Two modes are offered:
   similarity  the 5 MTCNN landmarks mapped onto a canonical template by the
               least-squares similarity transform (Umeyama): SphereFace's 112x96
               ("sphereface") or ArcFace's 112x112 ("arcface") template.
-With several faces, the one whose box centre is nearest the image centre is
-kept, as LFW intends (its images are centred on the named person). With none,
+With several faces, davidsandberg's rule picks one (`face_choice="davidsandberg"`:
+largest box area minus twice the squared offset of its centre from the image centre,
+as align_dataset_mtcnn and insightface's cfp2pack); `"central"` keeps the face nearest the
+centre instead. Faces are written as lossless PNG by default, as the reference pipeline
+does (`image_format`). With none,
 `fallback` "center_crop" takes a centred crop of `fallback_fraction` of the
 shorter side (resized like an aligned face) and records that it did; "skip"
 writes nothing and records it.
@@ -69,6 +72,11 @@ TEMPLATES = {
 }
 MODES = ("crop", "similarity")
 FALLBACKS = ("center_crop", "skip")
+# Which face to keep when MTCNN finds several: davidsandberg's align_dataset_mtcnn rule
+# (the reference pipeline; insightface's cfp2pack uses it too) or the one nearest the centre.
+FACE_CHOICES = ("davidsandberg", "central")
+# How an aligned face is written: lossless PNG (the reference pipeline's) or JPEG.
+IMAGE_FORMATS = ("png", "jpeg")
 LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 CSV_FIELDS = (["path", "status", "num_faces", "score", "x1", "y1", "x2", "y2"]
               + [f"{n}_{c}" for n in LANDMARKS for c in ("x", "y")] + ["detail"])
@@ -85,6 +93,8 @@ class AlignSpec:
   fallback_fraction: float = 0.6
   min_face_size: int = 20
   jpeg_quality: int = 95
+  face_choice: str = "davidsandberg"
+  image_format: str = "png"
 
   def __post_init__(self):
     if self.mode not in MODES:
@@ -93,6 +103,10 @@ class AlignSpec:
       raise errors.ConfigError(f"fallback={self.fallback!r}: use one of {FALLBACKS}")
     if self.mode == "similarity" and self.template not in TEMPLATES:
       raise errors.ConfigError(f"template={self.template!r}: use one of {sorted(TEMPLATES)}")
+    if self.face_choice not in FACE_CHOICES:
+      raise errors.ConfigError(f"face_choice={self.face_choice!r}: use one of {FACE_CHOICES}")
+    if self.image_format not in IMAGE_FORMATS:
+      raise errors.ConfigError(f"image_format={self.image_format!r}: use one of {IMAGE_FORMATS}")
     if not 0 < self.fallback_fraction <= 1:
       raise errors.ConfigError(
           f"fallback_fraction={self.fallback_fraction}: must be in (0, 1]")
@@ -142,6 +156,23 @@ def central_face(faces: Sequence[Face], height: int, width: int) -> Face | None:
     return None
   centre = np.array([width / 2, height / 2])
   return min(faces, key=lambda f: float(np.sum(((f.box[:2] + f.box[2:]) / 2 - centre) ** 2)))
+
+
+def davidsandberg_face(faces: Sequence[Face], height: int, width: int) -> Face | None:
+  """davidsandberg's `align_dataset_mtcnn` choice: the largest box area minus twice the
+  squared distance from the box centre to the image centre (None if there is no face)."""
+  if not faces:
+    return None
+  centre = np.array([width / 2, height / 2])
+  def merit(f):
+    area = (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])
+    return float(area - 2.0 * np.sum(((f.box[:2] + f.box[2:]) / 2 - centre) ** 2))
+  return max(faces, key=merit)  # the first of equals, as np.argmax
+
+
+def choose_face(faces: Sequence[Face], height: int, width: int, rule: str) -> Face | None:
+  """The face `rule` (one of FACE_CHOICES) keeps."""
+  return (davidsandberg_face if rule == "davidsandberg" else central_face)(faces, height, width)
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -204,7 +235,7 @@ def align_image(image: np.ndarray, detector: Detector, spec: AlignSpec):
   """
   h, w = image.shape[:2]
   faces = detector.detect(image)
-  face = central_face(faces, h, w)
+  face = choose_face(faces, h, w, spec.face_choice)
   record = {"num_faces": len(faces)}
   if face is None:
     if spec.fallback == "skip":
@@ -246,8 +277,10 @@ def _align_file(job: tuple[str, str, str]) -> dict:
   if aligned is not None:
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     tmp = dst + ".tmp"
-    Image.fromarray(aligned).save(tmp, format="JPEG" if dst.lower().endswith((".jpg", ".jpeg"))
-                                  else "PNG", quality=spec.jpeg_quality)
+    if spec.image_format == "jpeg" and dst.lower().endswith((".jpg", ".jpeg")):
+      Image.fromarray(aligned).save(tmp, format="JPEG", quality=spec.jpeg_quality)
+    else:
+      Image.fromarray(aligned).save(tmp, format="PNG")
     os.replace(tmp, dst)  # atomic: a killed run never leaves a half-written face
   return dict(record, path=rel)
 
@@ -263,9 +296,10 @@ def align_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike, sp
                  *, workers: int | None = None, files: Iterable[str] | None = None) -> dict:
   """Aligns `<input_dir>/<identity>/<image>` into the same layout under `output_dir`.
 
-  Output files keep their names (so LFW's pair files find them); JPEG for
-  .jpg/.jpeg names, PNG otherwise (also under a .pgm/.gif name or none: every facejax
-  reader identifies an image by its content). Resumes: files already recorded in
+  Output files keep their names (so LFW's pair files find them) and hold lossless PNG
+  (`spec.image_format="png"`, the default, also under a .jpg name: every facejax reader,
+  TensorFlow's and Pillow's decoders identify an image by its content), or JPEG
+  (`"jpeg"`, quality `spec.jpeg_quality`) for .jpg/.jpeg names. Resumes: files already recorded in
   `<output_dir>/alignment.csv` whose output exists (or that were recorded as
   skipped or unreadable) are not done again. Returns the report also written
   to `<output_dir>/align_report.json`.
@@ -344,7 +378,8 @@ def main(argv):
   f = flags.FLAGS
   spec = AlignSpec(mode=f.mode, image_size=_parse_size(f.image_size), margin=f.margin,
                    template=f.template, fallback=f.fallback,
-                   fallback_fraction=f.fallback_fraction, min_face_size=f.min_face_size)
+                   fallback_fraction=f.fallback_fraction, min_face_size=f.min_face_size,
+                   face_choice=f.face_choice, image_format=f.image_format)
   report = align_folder(f.input_dir, f.output_dir, spec, workers=f.workers)
   print(json.dumps({k: v for k, v in report.items() if k not in ("no_face", "errors")}, indent=1))
   for what, rows in (("no face found", report["no_face"]), ("unreadable", report["errors"])):
@@ -369,6 +404,11 @@ def _define_flags():
   flags.DEFINE_float("fallback_fraction", 0.6, "center_crop: fraction of the shorter side.")
   flags.DEFINE_integer("min_face_size", 20, "MTCNN's smallest face, pixels.")
   flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
+  flags.DEFINE_enum("face_choice", "davidsandberg", FACE_CHOICES,
+                    "With several faces: davidsandberg's rule (largest area - 2 x squared "
+                    "offset from the centre) or the face nearest the centre.")
+  flags.DEFINE_enum("image_format", "png", IMAGE_FORMATS,
+                    "png: lossless (the reference pipeline's); jpeg: quality 95, .jpg names.")
   flags.mark_flags_as_required(["input_dir", "output_dir"])
 
 

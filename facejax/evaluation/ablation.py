@@ -27,7 +27,7 @@ from ml_collections import config_flags
 from facejax import cli, errors
 from facejax.data import input_pipeline
 from facejax.distances import fold_distances
-from facejax.evaluation import lfw_eval, metrics as metrics_lib
+from facejax.evaluation import lfw_eval, metrics as metrics_lib, registry
 from facejax.evaluation import results as results_lib
 
 DEFAULT_SETTINGS = tuple(
@@ -36,30 +36,25 @@ DEFAULT_SETTINGS = tuple(
         (False, True), ("none", "concat"), ("euclidean", "cosine")))
 
 
-def evaluate_settings(config: ml_collections.ConfigDict, *, workdir: str | None = None,
-                      step: int | None = None, variables: dict | None = None,
-                      protocol: str = "view2",
-                      settings=DEFAULT_SETTINGS) -> tuple[list[dict], dict]:
-  """Scores `settings` [(distance, flip, subtract_mean)] from one embedding pass.
+def score_settings(config: ml_collections.ConfigDict, pair_set: lfw_eval.PairSet, embedder,
+                   settings=DEFAULT_SETTINGS, *, desc: str = "embed (+ mirror)"
+                   ) -> tuple[list[dict], dict]:
+  """Scores `settings` [(distance, flip, subtract_mean)] of any pairs from one embedding pass.
 
-  Returns (rows, info): one row per setting with accuracy ± std, VAL ± std @
-  FAR, AUC, EER, threshold and the ROC; info holds the step, pair and image
-  counts and the embedding time.
+  `embedder` holds the net and the preprocessing of the pairs' images. Returns (rows, info):
+  one row per setting with accuracy ± std, VAL ± std @ FAR, AUC, EER, threshold and the
+  ROC; info holds the pair and image counts and the embedding time.
   """
   for distance, flip, _ in settings:
     if distance not in lfw_eval.DISTANCES or flip not in ("none", "concat"):
       raise errors.ConfigError(f"setting ({distance!r}, {flip!r}): distance must be one of "
-                       f"{lfw_eval.DISTANCES} and flip 'none' or 'concat'")
-  protocol = lfw_eval.canonical_protocol(protocol)
+                               f"{lfw_eval.DISTANCES} and flip 'none' or 'concat'")
   # flip="concat" gives [e, e_flipped]: every setting is scored from this one pass.
-  options = lfw_eval.EvalOptions.resolve(config, flip="concat")
-  embedder = lfw_eval.make_embedder(config, options, workdir=workdir, step=step,
-                                    variables=variables)
-  step = embedder.step
-  pair_set, _, image_root = lfw_eval.lfw_pair_set(config, protocol)
-  table = input_pipeline.ImageTable(pair_set.paths, replacements=pair_set.replacements)
+  embedder = embedder.replace(flip="concat")
+  table = input_pipeline.ImageTable(pair_set.paths, encoded=pair_set.encoded,
+                                    replacements=pair_set.replacements)
   start = time.perf_counter()
-  both = embedder.embed_table(table, desc=f"embed {protocol} (+ mirror)")
+  both = embedder.embed_table(table, desc=desc)
   seconds = time.perf_counter() - start
   dim = both.shape[1] // 2
   ia, ib, folds = pair_set.index_a, pair_set.index_b, pair_set.folds
@@ -68,18 +63,86 @@ def evaluate_settings(config: ml_collections.ConfigDict, *, workdir: str | None 
     emb = both if flip == "concat" else both[:, :dim]
     dist = fold_distances(emb[ia], emb[ib], folds, distance, subtract_mean)
     v = metrics_lib.evaluate_verification(dist, pair_set.issame, folds=folds,
-                                          far_target=config.eval.far_target)
+                                          far_target=config.eval.far_target,
+                                          test_folds=pair_set.test_folds)
     rows.append({"distance": distance, "flip": flip, "subtract_mean": subtract_mean,
                  "accuracy": v.accuracy_mean, "accuracy_std": v.accuracy_std,
                  "val": v.val_mean, "val_std": v.val_std, "far": v.far_mean,
                  "auc": v.auc, "eer": v.eer, "threshold": v.best_threshold,
                  "roc_fpr": v.roc_fpr.tolist(), "roc_tpr": v.roc_tpr.tolist()})
   num_images = len(pair_set.paths)
-  info = {"protocol": protocol, "step": step, "num_pairs": len(ia), "num_images": num_images,
-          "embed_seconds": seconds, "images_per_second": 2 * num_images / seconds,
-          "standardization": config.data.standardization,
-          "image_dir": str(image_root)}
+  info = {"step": embedder.step, "num_pairs": int(pair_set.scored().sum()),
+          "num_images": num_images, "embed_seconds": seconds,
+          "images_per_second": 2 * num_images / seconds,
+          "standardization": embedder.standardization}
   return rows, info
+
+
+def evaluate_settings(config: ml_collections.ConfigDict, *, workdir: str | None = None,
+                      step: int | None = None, variables: dict | None = None,
+                      protocol: str = "view2",
+                      settings=DEFAULT_SETTINGS) -> tuple[list[dict], dict]:
+  """`score_settings` on LFW pairs of `protocol` (info adds the protocol and image folder)."""
+  protocol = lfw_eval.canonical_protocol(protocol)
+  options = lfw_eval.EvalOptions.resolve(config, flip="concat")
+  embedder = lfw_eval.make_embedder(config, options, workdir=workdir, step=step,
+                                    variables=variables)
+  pair_set, _, image_root = lfw_eval.lfw_pair_set(config, protocol)
+  rows, info = score_settings(config, pair_set, embedder, settings,
+                              desc=f"embed {protocol} (+ mirror)")
+  info.update(protocol=protocol, image_dir=str(image_root))
+  return rows, info
+
+
+@registry.register("ablation")
+class AblationEvaluator(registry.Evaluator):
+  """Every (distance, flip, mean subtraction) setting of another pair evaluator's pairs,
+  from one embedding pass.
+
+  Keyword arguments:
+    of: the pair evaluator: a name in config.evals, or a spec dict (type "lfw",
+      "verification_bin" or "identity_pairs" with its keyword arguments).
+    settings: (distance, flip, subtract_mean) triples (default: all 8).
+  Scalars: "<distance>/<flip>[/mean_sub]/accuracy" for each setting.
+  """
+
+  def __init__(self, config, embedder, *, name, out_dir, of=None, settings=DEFAULT_SETTINGS):
+    super().__init__(config, embedder, name=name, out_dir=out_dir)
+    if isinstance(of, str):
+      if of not in (config.get("evals") or {}):
+        raise errors.ConfigError(f"config.evals.{name}.of={of!r}: no such evaluator in "
+                                 "config.evals")
+      of_name, spec = of, config.evals[of]
+    elif of:
+      of_name, spec = f"{name}.of", of
+    else:
+      raise errors.ConfigError(f"config.evals.{name}.of: the pair evaluator to ablate (a name "
+                               "in config.evals or a spec) is required")
+    self.inner = registry.build(of_name, spec, config, out_dir=None)
+    if not hasattr(self.inner, "pair_set"):
+      raise errors.ConfigError(f"config.evals.{name}.of: type {self.inner.type_name!r} has no "
+                               "pairs to ablate (use lfw, verification_bin or identity_pairs)")
+    self.settings = tuple(tuple(s) for s in settings)
+
+  def _run(self, embedder):
+    embedder = embedder.replace(preprocessing=self.inner.preprocessing())
+    rows, info = score_settings(self.config, self.inner.pair_set(), embedder, self.settings,
+                                desc=f"{self.name} (+ mirror)")
+    key = self.inner.result_key(embedder.step)
+    info.update(protocol=key.base)
+    if self.out_dir:
+      info["json_path"], info["roc_path"] = write(
+          rows, info, self.out_dir,
+          results_lib.ResultKey(f"{key.base}_settings", embedder.step, key.folder))
+    scalars = {}
+    for r in rows:
+      tag = f"{r['distance']}/{r['flip']}" + ("/mean_sub" if r["subtract_mean"] else "")
+      scalars[f"{tag}/accuracy"] = r["accuracy"]
+    return scalars, (rows, info)
+
+  def summary(self) -> str:
+    rows, info = self.last_result
+    return f"{self.name} ({info['protocol']}, {info['num_pairs']} pairs):\n{format_table(rows)}"
 
 
 def format_table(rows: list[dict]) -> str:
@@ -93,18 +156,16 @@ def format_table(rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
-def write(rows, info, out_dir: str, config: ml_collections.ConfigDict) -> tuple[str, str]:
-  """Writes the table's JSON and overlaid ROC into `out_dir`; returns their paths."""
+def write(rows, info, out_dir: str, key: results_lib.ResultKey) -> tuple[str, str]:
+  """Writes the table's JSON and overlaid ROC into `out_dir` as `key`; returns their paths."""
   epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
-  key = results_lib.ablation_key(config, info["protocol"], info["step"],
-                                 image_root=info["image_dir"])
   paths = key.paths(out_dir)
   if jax.process_index() == 0:
     epath.Path(paths.json).write_text(json.dumps({"info": info, "settings": rows}, indent=1))
     curves = {f"{r['distance']}, flip={r['flip']}{', mean sub.' if r['subtract_mean'] else ''}"
               f" (acc {r['accuracy']:.4f})": (np.array(r["roc_fpr"]), np.array(r["roc_tpr"]))
               for r in rows}
-    metrics_lib.plot_roc(curves, paths.roc, title=f"LFW {info['protocol']}")
+    metrics_lib.plot_roc(curves, paths.roc, title=info["protocol"])
   return paths.json, paths.roc
 
 
@@ -125,7 +186,9 @@ def main(argv):
   rows, info = evaluate_settings(FLAGS.config, workdir=FLAGS.workdir, step=FLAGS.step,
                                  protocol=FLAGS.protocol)
   out_dir = results_lib.output_dir(FLAGS.workdir, FLAGS.out_dir)
-  json_path, roc_path = write(rows, info, out_dir, FLAGS.config)
+  key = results_lib.ablation_key(FLAGS.config, info["protocol"], info["step"],
+                                 image_root=info["image_dir"])
+  json_path, roc_path = write(rows, info, out_dir, key)
   print(f"LFW {info['protocol']}: {info['num_pairs']} pairs, {info['num_images']} images "
         f"embedded with their mirror images in {info['embed_seconds']:.0f} s "
         f"({info['images_per_second']:.1f} img/s)")

@@ -28,9 +28,11 @@ from absl import logging
 from etils import epath
 
 from facejax import errors
-from facejax.data import identity_folder, image_check, lfw
+from facejax.data import datasets, identity_folder, image_check, lfw
 from facejax.evaluation import lfw_eval
+from facejax.evaluation import registry
 from facejax.evaluation import results as results_lib
+from facejax.inference import Embedder
 
 PROTOCOL = "identity_folder"
 
@@ -328,10 +330,30 @@ class IdentityFolderOptions:
                                         standardization=self.standardization)
 
 
+def identity_pair_set(config: ml_collections.ConfigDict, root: pathlib.Path,
+                      options: IdentityFolderOptions, listing=None):
+  """(PairSet, [lfw.Pair], {file: why skipped}) of `options`' pairs of identity folder `root`:
+  read from `options.pairs_file` (every image must be readable) or drawn from the readable
+  images."""
+  listing = listing or folder_listing(root)
+  if options.pairs_file:
+    pairs, folds, skipped, reencode = _checked_file_pairs(root, listing, config,
+                                                          options.pairs_file)
+  else:
+    pairs, folds, skipped, reencode = _screened_pairs(root, listing, config, options.num_pairs,
+                                                      options.seed)
+  used = set(lfw.unique_images(pairs))
+  pair_set = lfw_eval.PairSet.from_pairs(
+      pairs, folds, lambda p: root / p,
+      {p: image_check.rgb_png_bytes(root / p) for p in reencode & used})
+  return pair_set, pairs, skipped
+
+
 def evaluate_identity_folder(
     config: ml_collections.ConfigDict, folder: str | os.PathLike,
     options: IdentityFolderOptions = IdentityFolderOptions(), *, workdir: str | None = None,
-    step: int | None = None, variables: dict | None = None) -> lfw_eval.LfwEvalResult:
+    step: int | None = None, variables: dict | None = None,
+    embedder: Embedder | None = None) -> lfw_eval.LfwEvalResult:
   """Scores a model on balanced pairs of `folder` (`<folder>/<identity>/<image>`), 10-fold.
 
   Args:
@@ -340,7 +362,7 @@ def evaluate_identity_folder(
     folder: the identity folder; unreadable files are skipped and listed in
       `result.skipped`.
     options: pairs, settings and output (`IdentityFolderOptions`).
-    workdir, step, variables: the checkpoint, as for `lfw_eval.evaluate_lfw`.
+    workdir, step, variables, embedder: the net, as for `lfw_eval.evaluate_lfw`.
 
   Writes `identity@<folder slug>[+<settings>]_<step>.json`, `_roc.png` and, for drawn pairs,
   `_pairs.txt` (reusable as `pairs_file`) to `options.out_dir` or `<workdir>/eval`
@@ -351,13 +373,9 @@ def evaluate_identity_folder(
   listing = folder_listing(root)
   # Before screening, which opens every image: a missing checkpoint should not wait for it.
   embedder = lfw_eval.make_embedder(config, eval_options, workdir=workdir, step=step,
-                                    variables=variables)
+                                    variables=variables, embedder=embedder)
+  pair_set, pairs, skipped = identity_pair_set(config, root, options, listing)
   pairs_file = options.pairs_file
-  if pairs_file:
-    pairs, folds, skipped, reencode = _checked_file_pairs(root, listing, config, pairs_file)
-  else:
-    pairs, folds, skipped, reencode = _screened_pairs(root, listing, config, options.num_pairs,
-                                                      options.seed)
   out = results_lib.output_dir(workdir, options.out_dir) if options.write else None
   key = results_lib.identity_key(config, root, embedder.step, **eval_options.key_settings())
   if out and not pairs_file:
@@ -370,10 +388,6 @@ def evaluate_identity_folder(
       if jax.process_index() == 0:
         epath.Path(out).mkdir(parents=True, exist_ok=True)
         epath.Path(pairs_file).write_text(text)
-  used = set(lfw.unique_images(pairs))
-  pair_set = lfw_eval.PairSet.from_pairs(
-      pairs, folds, lambda p: root / p,
-      {p: image_check.rgb_png_bytes(root / p) for p in reencode & used})
   result = lfw_eval.evaluate_pair_set(
       config, pair_set, embedder=embedder, options=eval_options, protocol=PROTOCOL,
       out_dir=out, key=key, title=f"{root.resolve().name}: {len(pairs)} pairs",
@@ -382,3 +396,42 @@ def evaluate_identity_folder(
     logging.warning("skipped %d unreadable files under %s: %s", len(skipped), root,
                     list(skipped.items())[:10])
   return result
+
+
+@registry.register("identity_pairs")
+class IdentityPairsEvaluator(registry.Evaluator):
+  """Balanced pairs of an identity folder (`evaluate_identity_folder`).
+
+  Keyword arguments: folder (required), num_pairs, seed, pairs_file, and the settings
+  distance, flip, subtract_mean, standardization (see `IdentityFolderOptions`).
+  """
+
+  def __init__(self, config, embedder, *, name, out_dir, folder: str | None = None,
+               num_pairs: int = 6000, seed: int = 0, pairs_file: str | None = None,
+               distance: str | None = None, flip: str | None = None,
+               subtract_mean: bool | None = None, standardization: str | None = None):
+    super().__init__(config, embedder, name=name, out_dir=out_dir)
+    if not folder:
+      raise errors.ConfigError(f"config.evals.{name}.folder: the identity folder to evaluate "
+                               "is required")
+    self.folder = folder
+    self.options = IdentityFolderOptions(
+        num_pairs=num_pairs, seed=seed, pairs_file=pairs_file, distance=distance, flip=flip,
+        subtract_mean=subtract_mean, standardization=standardization, out_dir=out_dir,
+        write=out_dir is not None)
+    lfw_eval.resolve_for(config, name, dict(distance=distance, flip=flip,
+                                            subtract_mean=subtract_mean,
+                                            standardization=standardization))
+
+  def _run(self, embedder):
+    result = evaluate_identity_folder(self.config, self.folder, self.options, embedder=embedder)
+    return result.scalars(), result
+
+  def pair_set(self) -> lfw_eval.PairSet:
+    return identity_pair_set(self.config, pathlib.Path(self.folder), self.options)[0]
+
+  def preprocessing(self):
+    return datasets.preprocessing(self.config.data, train=False)
+
+  def result_key(self, step) -> results_lib.ResultKey:
+    return results_lib.ResultKey("identity", step, results_lib.folder_slug(self.folder))

@@ -27,18 +27,23 @@ from facejax import errors
 from facejax.data import datasets, input_pipeline, lfw
 from facejax.distances import DISTANCES, fold_distances, pair_distances  # noqa: F401
 from facejax.evaluation import metrics as metrics_lib
+from facejax.evaluation import registry
 from facejax.evaluation import results as results_lib
 from facejax.inference import FLIPS, Embedder, restore_model_vars  # noqa: F401 -- re-exported
 
-# "view1" is LFW's own name for the development split; its test half (pairsDevTest.txt)
-# is the one people score on, so it stands for "dev_test".
-PROTOCOL_ALIASES = {"view1": "dev_test"}
-PROTOCOLS = ("view2", "dev_test", "dev_train", *PROTOCOL_ALIASES)
+# LFW View 1 by its protocol: the threshold is chosen on the DevTrain pairs and applied
+# once to the DevTest pairs ("dev_test" is the same thing, named after its test half).
+# "dev_test_10fold" deals DevTest into 10 folds and tunes on DevTest itself (facejax
+# before 2026-12; not the protocol, kept for comparison); "dev_train" likewise on DevTrain.
+PROTOCOL_ALIASES = {"dev_test": "view1"}
+PROTOCOLS = ("view2", "view1", "dev_test_10fold", "dev_train", *PROTOCOL_ALIASES)
 NUM_FOLDS = 10
+# View 1's fold labels: the pairs scored, and the pairs their threshold is chosen on.
+VIEW1_TEST_FOLD, VIEW1_TRAIN_FOLD = 0, 1
 
 
 def canonical_protocol(protocol: str) -> str:
-  """"view1" -> "dev_test"; the other PROTOCOLS unchanged; anything else is an error."""
+  """"dev_test" -> "view1"; the other PROTOCOLS unchanged; anything else is an error."""
   if protocol not in PROTOCOLS:
     raise errors.ConfigError(f"protocol={protocol!r}: choose one of {PROTOCOLS}")
   return PROTOCOL_ALIASES.get(protocol, protocol)
@@ -88,6 +93,10 @@ class PairSet:
     folds: [N] int64 fold of each pair; a fold's threshold is chosen on the others.
     replacements: row -> encoded image bytes read instead of that file (images that
       TensorFlow would decode differently from Pillow, see `image_check.rgb_png_bytes`).
+    test_folds: None scores every fold against the others (k-fold); else only these
+      folds are scored and reported, with thresholds chosen on the rest (View 1).
+    encoded: [I] the images' encoded bytes, when they are in memory (a `.bin`) rather
+      than in the files `paths` names.
   """
   paths: list[str]
   index_a: np.ndarray
@@ -95,10 +104,13 @@ class PairSet:
   issame: np.ndarray
   folds: np.ndarray
   replacements: dict[int, bytes] = dataclasses.field(default_factory=dict)
+  test_folds: tuple[int, ...] | None = None
+  encoded: list[bytes] | None = None
 
   @classmethod
   def from_pairs(cls, pairs: list[lfw.Pair], folds: np.ndarray, image_path,
-                 replacements: dict[str, bytes] | None = None) -> "PairSet":
+                 replacements: dict[str, bytes] | None = None,
+                 test_folds: tuple[int, ...] | None = None) -> "PairSet":
     """From `lfw.Pair`s; `image_path(relpath)` locates a pair's image, `replacements`
     is keyed by that relative path."""
     images = lfw.unique_images(pairs)
@@ -109,7 +121,14 @@ class PairSet:
                index_b=np.array([row[p.path_b] for p in pairs], np.int64),
                issame=np.array([p.issame for p in pairs], bool),
                folds=np.asarray(folds, np.int64),
-               replacements={row[p]: b for p, b in replacements.items() if p in row})
+               replacements={row[p]: b for p, b in replacements.items() if p in row},
+               test_folds=test_folds)
+
+  def scored(self) -> np.ndarray:
+    """[N] bool: the pairs a result reports (all of them, or those of `test_folds`)."""
+    if self.test_folds is None:
+      return np.ones(len(self.folds), bool)
+    return np.isin(self.folds, self.test_folds)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -211,27 +230,37 @@ def deal_folds(issame: np.ndarray, num_folds: int = NUM_FOLDS) -> np.ndarray:
   return folds
 
 
-def load_pairs(root, protocol: str) -> tuple[list[lfw.Pair], np.ndarray]:
-  """Pairs of `protocol` and their fold index [N] int.
+def load_pairs(root, protocol: str
+               ) -> tuple[list[lfw.Pair], np.ndarray, tuple[int, ...] | None]:
+  """Pairs of `protocol`, their fold index [N] int and the folds to score (None: all).
 
-  View 2 keeps the file's ten folds. View 1 files are one block of N matched
-  then N mismatched pairs, so consecutive blocks would hold one class only;
-  we deal each half into 10 folds (N/10 same + N/10 different).
+  View 2 keeps the file's ten folds. View 1 is the DevTest pairs (fold
+  VIEW1_TEST_FOLD, scored) followed by the DevTrain pairs (VIEW1_TRAIN_FOLD, where
+  the threshold is chosen). "dev_test_10fold" and "dev_train" score one View 1 file
+  in 10 folds: its N matched then N mismatched pairs are each dealt into 10 folds, as
+  consecutive blocks would hold one class only.
   """
   protocol = canonical_protocol(protocol)
   if protocol == "view2":
     pairs = lfw.view2_pairs(root)
-    return pairs, np.array([p.fold for p in pairs])
-  pairs = lfw.view1_pairs(root, protocol.split("_")[1])
-  return pairs, deal_folds(np.array([p.issame for p in pairs]))
+    return pairs, np.array([p.fold for p in pairs]), None
+  if protocol == "view1":
+    test, train = lfw.view1_pairs(root, "test"), lfw.view1_pairs(root, "train")
+    folds = np.array([VIEW1_TEST_FOLD] * len(test) + [VIEW1_TRAIN_FOLD] * len(train))
+    return test + train, folds, (VIEW1_TEST_FOLD,)
+  pairs = lfw.view1_pairs(root, "train" if protocol == "dev_train" else "test")
+  return pairs, deal_folds(np.array([p.issame for p in pairs])), None
 
 
 def make_embedder(config: ml_collections.ConfigDict, options: EvalOptions, *,
-                  workdir: str | None, step: int | None, variables: dict | None) -> Embedder:
-  """The `Embedder` of an evaluation: `variables` as given (the trainer's), else restored
-  from `workdir` (step `step`, default the newest good one), with `options`' flip and
-  standardisation."""
+                  workdir: str | None, step: int | None, variables: dict | None,
+                  embedder: Embedder | None = None) -> Embedder:
+  """The `Embedder` of an evaluation with `options`' flip and standardisation: `embedder`'s
+  net and variables, else `variables` as given (the trainer's), else restored from
+  `workdir` (step `step`, default the newest good one)."""
   how = dict(flip=options.flip, standardization=options.standardization)
+  if embedder is not None:
+    return embedder.replace(**how)
   if variables is not None:
     return Embedder.from_variables(config, variables, step=step, workdir=workdir, **how)
   if workdir is None:
@@ -252,12 +281,15 @@ def evaluate_pair_set(config: ml_collections.ConfigDict, pair_set: PairSet, *,
       nothing is written when `out_dir` is None.
     provenance: image_root, pairs_file, skipped for the result.
   """
-  table = input_pipeline.ImageTable(pair_set.paths, replacements=pair_set.replacements)
+  table = input_pipeline.ImageTable(pair_set.paths, encoded=pair_set.encoded,
+                                    replacements=pair_set.replacements)
   emb = embedder.embed_table(table, desc=f"embed {protocol}")
   dist = fold_distances(emb[pair_set.index_a], emb[pair_set.index_b], pair_set.folds,
                         options.distance, options.subtract_mean)
   verification = metrics_lib.evaluate_verification(dist, pair_set.issame, folds=pair_set.folds,
-                                                   far_target=config.eval.far_target)
+                                                   far_target=config.eval.far_target,
+                                                   test_folds=pair_set.test_folds)
+  scored = pair_set.scored()
   json_path = roc_path = None
   if out_dir:
     epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -265,9 +297,10 @@ def evaluate_pair_set(config: ml_collections.ConfigDict, pair_set: PairSet, *,
     json_path, roc_path = paths.json, paths.roc
   step = embedder.step
   result = LfwEvalResult(
-      protocol=protocol, step=step, num_pairs=len(dist), num_images=len(pair_set.paths),
+      protocol=protocol, step=step, num_pairs=int(scored.sum()), num_images=len(pair_set.paths),
       verification=verification, json_path=json_path, roc_path=roc_path,
-      pair_folds=pair_set.folds, pair_issame=pair_set.issame, distances=dist,
+      pair_folds=pair_set.folds[scored], pair_issame=pair_set.issame[scored],
+      distances=dist[scored],
       **dataclasses.asdict(options), **provenance)
   if json_path and jax.process_index() == 0:
     epath.Path(json_path).write_text(json.dumps(result.to_dict(), indent=1))
@@ -282,18 +315,21 @@ def lfw_pair_set(config: ml_collections.ConfigDict, protocol: str):
   Every image the pairs name must exist (an error lists the missing ones).
   """
   root = datasets.lfw_root(config.data)
-  pairs, folds = load_pairs(root, protocol)
+  pairs, folds, test_folds = load_pairs(root, protocol)
   image_root = datasets.lfw_image_root(config.data)
   lfw.check_images_exist(image_root, pairs)
-  return PairSet.from_pairs(pairs, folds, lambda p: lfw.image_path(image_root, p)), root, image_root
+  pair_set = PairSet.from_pairs(pairs, folds, lambda p: lfw.image_path(image_root, p),
+                                test_folds=test_folds)
+  return pair_set, root, image_root
 
 
 def evaluate_lfw(config: ml_collections.ConfigDict, *, workdir: str | None = None,
                  step: int | None = None, variables: dict | None = None,
                  protocol: str = "view2", distance: str | None = None, flip: str | None = None,
                  subtract_mean: bool | None = None, standardization: str | None = None,
-                 out_dir: str | None = None, write: bool = True) -> LfwEvalResult:
-  """Scores a model on LFW pairs with the 10-fold protocol.
+                 out_dir: str | None = None, write: bool = True,
+                 embedder: Embedder | None = None) -> LfwEvalResult:
+  """Scores a model on LFW pairs by the LFW protocols.
 
   Args:
     config: the experiment config (model, data, eval sections).
@@ -301,20 +337,90 @@ def evaluate_lfw(config: ml_collections.ConfigDict, *, workdir: str | None = Non
       named after what they measured (`results.lfw_key`).
     step: checkpoint step to restore (default: latest). Ignored with `variables`.
     variables: {"params", "batch_stats"} already in memory (e.g. from the trainer).
-    protocol: "view2" (pairs.txt, 10 folds), "dev_test" (alias "view1") or "dev_train".
+    protocol: "view2" (pairs.txt, 10 folds), "view1" (alias "dev_test": threshold chosen
+      on pairsDevTrain.txt, applied to pairsDevTest.txt), "dev_test_10fold" or
+      "dev_train" (one View 1 file, 10 folds of its own).
     distance, flip, subtract_mean: override `config.eval.*` ("euclidean"|"cosine",
       "none"|"concat"|"average", bool).
     standardization: overrides `config.data.standardization` ("fixed"|"prewhiten").
     write: False writes nothing.
+    embedder: the net and variables to use instead of `variables` or a checkpoint.
   """
   protocol = canonical_protocol(protocol)
   options = EvalOptions.resolve(config, distance=distance, flip=flip, subtract_mean=subtract_mean,
                                 standardization=standardization)
-  embedder = make_embedder(config, options, workdir=workdir, step=step, variables=variables)
+  embedder = make_embedder(config, options, workdir=workdir, step=step, variables=variables,
+                           embedder=embedder)
   pair_set, root, image_root = lfw_pair_set(config, protocol)
   key = results_lib.lfw_key(config, protocol, embedder.step, image_root=image_root,
                             **options.key_settings())
   return evaluate_pair_set(
       config, pair_set, embedder=embedder, options=options, protocol=protocol,
       out_dir=results_lib.output_dir(workdir, out_dir) if write else None, key=key,
-      image_root=str(image_root), pairs_file=os.path.join(root, lfw.PAIRS_FILES[protocol]))
+      image_root=str(image_root), pairs_file=os.path.join(root, pairs_file_name(protocol)))
+
+
+def pairs_file_name(protocol: str) -> str:
+  """The file holding `protocol`'s scored pairs."""
+  return lfw.PAIRS_FILES["dev_test" if protocol in ("view1", "dev_test_10fold") else protocol]
+
+
+def with_lfw_image_dir(config: ml_collections.ConfigDict, image_dir: str | None
+                       ) -> ml_collections.ConfigDict:
+  """`config` with `data.lfw_image_dir = image_dir` (a copy; `config` itself when None)."""
+  if not image_dir:
+    return config
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.data.lfw_image_dir = os.fspath(image_dir)
+  return config
+
+
+def resolve_for(config: ml_collections.ConfigDict, name: str, settings: dict) -> EvalOptions:
+  """`EvalOptions.resolve` for evaluator `config.evals.<name>`, naming its key on error."""
+  try:
+    return EvalOptions.resolve(config, **settings)
+  except errors.ConfigError as e:
+    raise errors.ConfigError([f"config.evals.{name}.{p}" for p in e.problems]) from None
+
+
+@registry.register("lfw")
+class LfwEvaluator(registry.Evaluator):
+  """LFW pairs by the LFW protocols (`evaluate_lfw`).
+
+  Keyword arguments:
+    protocol: "view2" (default), "view1" (alias "dev_test"), "dev_test_10fold", "dev_train".
+    distance, flip, subtract_mean, standardization: override config.eval / config.data.
+    image_dir: the LFW images to use (e.g. an aligned copy); default config.data.lfw_image_dir.
+  """
+
+  def __init__(self, config, embedder, *, name, out_dir, protocol: str = "view2",
+               distance: str | None = None, flip: str | None = None,
+               subtract_mean: bool | None = None, standardization: str | None = None,
+               image_dir: str | None = None):
+    super().__init__(config, embedder, name=name, out_dir=out_dir)
+    if protocol not in PROTOCOLS:
+      raise errors.ConfigError(f"config.evals.{name}.protocol={protocol!r}: not one of "
+                               f"{PROTOCOLS}{errors.did_you_mean(protocol, PROTOCOLS)}")
+    self.protocol = canonical_protocol(protocol)
+    self.settings = dict(distance=distance, flip=flip, subtract_mean=subtract_mean,
+                         standardization=standardization)
+    resolve_for(config, name, self.settings)  # a bad value fails here, not at the first run
+    self.image_dir = image_dir
+
+  def _run(self, embedder):
+    result = evaluate_lfw(with_lfw_image_dir(self.config, self.image_dir), embedder=embedder,
+                          protocol=self.protocol, out_dir=self.out_dir,
+                          write=self.out_dir is not None, **self.settings)
+    return result.scalars(), result
+
+  # The pair-evaluator interface the ablation uses: pairs, pixels and a result name.
+  def pair_set(self) -> PairSet:
+    return lfw_pair_set(with_lfw_image_dir(self.config, self.image_dir), self.protocol)[0]
+
+  def preprocessing(self) -> input_pipeline.Preprocessing:
+    return datasets.preprocessing(self.config.data, train=False)
+
+  def result_key(self, step) -> results_lib.ResultKey:
+    config = with_lfw_image_dir(self.config, self.image_dir)
+    return results_lib.ResultKey(results_lib.lfw_key(config, self.protocol, step).base, step,
+                                 results_lib.lfw_folder_slug(config))

@@ -569,8 +569,16 @@ def evaluate_verification(
     *,
     thresholds: ArrayLike | None = None,
     val_thresholds: ArrayLike | None = None,
+    test_folds: ArrayLike | None = None,
 ) -> VerificationResult:
   """Accuracy, VAL@FAR, ROC, AUC and EER under the LFW k-fold protocol.
+
+  With ``test_folds``, only those folds are reported (a train/test protocol):
+  each is still scored with the thresholds chosen on all the other folds, and
+  the ROC, AUC and EER are those of the test folds alone. LFW View 1 is
+  ``folds`` 0 for the DevTest pairs and 1 for the DevTrain pairs with
+  ``test_folds=(0,)``: the threshold is chosen on DevTrain and applied once to
+  DevTest.
 
   Args:
     distances: [N] pair distances (smaller = more similar).
@@ -590,8 +598,24 @@ def evaluate_verification(
   counts.require_both_classes("verification (ROC and VAL/FAR)")
   acc = _accuracy_from_counts(counts)
   fprs, tprs = _rates(counts)
-  roc_fpr, roc_tpr = fprs.mean(axis=0), tprs.mean(axis=0)
   val = _val_far_from_counts(d, s, ids, _FoldCounts(d, s, ids, tv), far_target)
+  if test_folds is not None:
+    keep = np.asarray(test_folds, np.int64).reshape(-1)
+    if keep.size == 0 or keep.min() < 0 or keep.max() >= counts.num_folds:
+      raise ValueError(f"test_folds {keep.tolist()} must name folds 0..{counts.num_folds - 1}")
+    fprs, tprs = fprs[keep], tprs[keep]
+    acc = AccuracyKFoldResult(
+        fold_accuracies=_readonly(acc.fold_accuracies[keep]),
+        fold_thresholds=_readonly(acc.fold_thresholds[keep]),
+        best_threshold=float(acc.fold_thresholds[keep[0]]),
+        accuracy_mean=float(np.mean(acc.fold_accuracies[keep])),
+        accuracy_std=float(np.std(acc.fold_accuracies[keep])))
+    val = ValFarKFoldResult(
+        fold_vals=_readonly(val.fold_vals[keep]), fold_fars=_readonly(val.fold_fars[keep]),
+        fold_thresholds=_readonly(val.fold_thresholds[keep]),
+        val_mean=float(np.mean(val.fold_vals[keep])), val_std=float(np.std(val.fold_vals[keep])),
+        far_mean=float(np.mean(val.fold_fars[keep])), far_target=val.far_target)
+  roc_fpr, roc_tpr = fprs.mean(axis=0), tprs.mean(axis=0)
 
   return VerificationResult(
       accuracy_mean=acc.accuracy_mean,

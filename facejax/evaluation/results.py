@@ -4,8 +4,9 @@ A result is keyed by what it measured, and its file name says it:
 
   <base>[@<folder>][+<setting>...]_<step>.json   (and _roc.png, _pairs.txt beside it)
 
-  base     "lfw" (View 2), "lfw_dev_test", "lfw_dev_train", "identity" (an identity
-           folder), "lfw_<protocol>_settings" (the ablation table);
+  base     "lfw" (View 2), "lfw_view1" (View 1 by the protocol), "lfw_dev_test_10fold",
+           "lfw_dev_train", "identity" (an identity folder), "lfw_<protocol>_settings" (the
+           ablation table), "bin-<name>" (an insightface .bin set), "ijb-<name>" (IJB 1:1);
   folder   "<name>-<hash8>" of the image folder's absolute path, for every folder but the
            default LFW image folder (`<lfw root>/lfw`); always present for "identity";
   setting  one tag per setting that is not the config's default: "euclidean"/"cosine",
@@ -13,7 +14,7 @@ A result is keyed by what it measured, and its file name says it:
            "fixed"/"prewhiten";
   step     the checkpoint step, "latest" when unknown.
 
-So `lfw_<step>.json` and `lfw_dev_test_<step>.json` are exactly "the LFW pairs on the LFW
+So `lfw_<step>.json` and `lfw_view1_<step>.json` are exactly "the LFW pairs on the LFW
 images with the config's settings", the calibration the tools read their threshold from
 (`find_calibration`), and evaluating another folder or another setting writes a file of
 its own instead of replacing it.
@@ -34,11 +35,16 @@ from facejax import checkpointing
 from facejax.data import datasets
 
 EVAL_SUBDIR = "eval"
-LFW_PROTOCOLS = ("view2", "dev_test", "dev_train")
-# The calibration to prefer when several exist: more pairs first.
-_PROTOCOL_PREFERENCE = {"view2": 0, "dev_test": 1, "dev_train": 2}
-_NAME = re.compile(r"^(?P<base>lfw_(?:view2|dev_test|dev_train)_settings|lfw_dev_test|lfw_dev_train"
-                   r"|lfw|identity)"
+LFW_PROTOCOLS = ("view2", "view1", "dev_test_10fold", "dev_train")
+# The calibration to prefer when several exist: more pairs first, and a threshold chosen
+# on pairs other than those it is reported on.
+_PROTOCOL_PREFERENCE = {"view2": 0, "view1": 1, "dev_test_10fold": 2, "dev_train": 3}
+# Files written before View 1 followed its protocol ("lfw_dev_test_<step>.json") were
+# DevTest scored in 10 folds of its own.
+_LEGACY_BASES = {"lfw_dev_test": "dev_test_10fold"}
+_NAME = re.compile(r"^(?P<base>(?:lfw_view1|lfw_view2|lfw_dev_test_10fold|lfw_dev_test"
+                   r"|lfw_dev_train|lfw|identity|open_set|bin-[A-Za-z0-9._-]+"
+                   r"|ijb-[A-Za-z0-9._-]+)(?:_settings)?)"
                    r"(?:@(?P<folder>[A-Za-z0-9._-]+))?(?P<tags>(?:\+[a-z0-9-]+)*)"
                    r"_(?P<step>\d+|latest)\.json$")
 
@@ -108,7 +114,9 @@ class ResultKey:
     """The LFW protocol of an LFW result, None for the others."""
     if self.base == "lfw":
       return "view2"
-    if self.base in ("lfw_dev_test", "lfw_dev_train"):
+    if self.base in _LEGACY_BASES:
+      return _LEGACY_BASES[self.base]
+    if self.base.startswith("lfw_") and self.base[4:] in LFW_PROTOCOLS:
       return self.base[4:]
     return None
 
@@ -119,7 +127,7 @@ class ResultKey:
 
   @classmethod
   def parse(cls, name: str) -> "ResultKey | None":
-    """The key of a result file name ("lfw_dev_test_3.json"), None for other files."""
+    """The key of a result file name ("lfw_view1_3.json"), None for other files."""
     m = _NAME.match(os.path.basename(name))
     if not m:
       return None
