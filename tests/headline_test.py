@@ -2,8 +2,8 @@
 images aligned by facejax (MTCNN crop 160 px, margin 32, davidsandberg's face choice,
 lossless PNG), evaluated at davidsandberg's setting (cosine, flip concat, mean subtracted).
 
-About 17 minutes on 2 CPU cores (alignment ~2 min, 15,402 IR-v1 forward passes): .ci/run's
-slow line runs it.
+About 7 minutes on 2 CPU cores (alignment ~2 min at 63 img/s, then 15,402 IR-v1 forward
+passes at ~59 img/s): .ci/run's slow line runs it.
 """
 
 import pytest
@@ -16,8 +16,8 @@ from facejax import convert  # noqa: E402
 from facejax.data import align, lfw  # noqa: E402
 from facejax.evaluation import lfw_eval  # noqa: E402
 
-# 0.9907 measured on 2026-12-01 with the central-face rule and JPEG crops (README); the
-# guard leaves room for float and thread-order noise only.
+# 0.9907 measured on 2026-12-02 (README, "Reproduced results"); the guard leaves room for
+# float and thread-order noise only.
 FLOOR = 0.9895
 
 
