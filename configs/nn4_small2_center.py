@@ -18,7 +18,8 @@ evaluation and export use the net alone.
 Data: LFW DevTrain identities with at least `data.min_images_per_identity`
 = 5 images (classes with 2-4 images give the classifier little to learn
 from). Batches are plain shuffled images (`data.sampling="shuffle"`).
-Evaluation: LFW View 1 DevTest (people disjoint from DevTrain) and View 2.
+Evaluation: LFW View 1 by its protocol (threshold chosen on DevTrain, scored
+on DevTest: people disjoint from DevTrain) and View 2.
 
 Variants (`--config=configs/nn4_small2_center.py:<arg>`):
   (none)  the recipe, 800 steps (38,400 images): the CPU budget of the
@@ -27,7 +28,8 @@ Variants (`--config=configs/nn4_small2_center.py:<arg>`):
           (benchmarks/README.md: 62 img/s for an NN4.small2 train step), so
           about 11 minutes plus evaluation. Measured (2026-11-22, idle
           2-core CPU): 13:00 training, 14:02 in all with the evaluations;
-          LFW DevTest 0.719 at step 400 and 0.765 +- 0.042 at step 800
+          LFW DevTest (in 10 folds of its own, `dev_test_10fold`, the View 1
+          figure of the time) 0.719 at step 400 and 0.765 +- 0.042 at step 800
           (AUC 0.828), View 2 0.756 +- 0.020. The semi-hard triplet run with
           the same people, steps and batch reached 0.739 on DevTest (README.md,
           "NN4.small2: softmax + center loss against triplets").

@@ -66,4 +66,4 @@ def test_notebook_evaluates_verifies_identifies_and_maps(smoke_config, lfw_root,
   tsne = code[-1]
   assert len(_outputs(tsne, "image/png")) == 1
   assert (workdir / "eval" / "tsne_3.png").stat().st_size > 1000
-  assert (workdir / "eval" / "lfw_dev_test_3.json").is_file()
+  assert (workdir / "eval" / "lfw_dev_test_10fold_3.json").is_file()
