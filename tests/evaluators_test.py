@@ -3,14 +3,12 @@ identification against brute force, and a training run that logs LFW View 1, a .
 identity folder to TensorBoard on schedule."""
 
 import glob
-import io
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from PIL import Image
 
 from facejax import errors
 from facejax.data import verification_bin

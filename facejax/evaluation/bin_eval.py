@@ -25,7 +25,6 @@ The result is `<out_dir>/bin-<set name>@<folder>[+settings]_<step>.json` with a 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import ml_collections
