@@ -32,7 +32,11 @@ Variants (`--config=configs/nn4_small2_center.py:<arg>`):
           figure of the time) 0.719 at step 400 and 0.765 +- 0.042 at step 800
           (AUC 0.828), View 2 0.756 +- 0.020. The semi-hard triplet run with
           the same people, steps and batch reached 0.739 on DevTest (README.md,
-          "NN4.small2: softmax + center loss against triplets").
+          "NN4.small2: softmax + center loss against triplets"). Re-run
+          2026-12-02 with the current code: View 1 by the protocol 0.670 at
+          step 400 and 0.738 at 800 (10-fold DevTest 0.743 +- 0.034), View 2
+          0.739; the triplet re-run reached 0.772 by the protocol: one run
+          of each does not tell the recipes apart.
   smoke   72x72, 2 steps of 8 images from 20 identities, checkpoint, then the
           LFW DevTest evaluation: a pipeline check only.
 """
