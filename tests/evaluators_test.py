@@ -37,6 +37,23 @@ def test_every_type_names_its_unknown_keys(smoke_config):
       registry.build("e", dict(type=type_name, bogus=1, **kwargs), smoke_config)
 
 
+def test_ablation_names_its_table_after_the_pairs(smoke_config, tmp_path):
+  """Each pair evaluator names the ablation table of its pairs; for LFW, the same name as
+  `python -m facejax.evaluation.ablation` writes (`results.ablation_key`)."""
+  from facejax.evaluation import results  # pylint: disable=import-outside-toplevel
+  c = smoke_config
+  stem = lambda of: registry.build("a", dict(type="ablation", of=of), c).inner.settings_key(3).stem
+  assert stem(dict(type="lfw", protocol="dev_test")) == "lfw_view1_settings_3"
+  assert stem("lfw_dev_test") == results.ablation_key(c, "dev_test_10fold", 3).stem
+  folder = results.folder_slug(tmp_path)
+  assert stem(dict(type="verification_bin", path=str(tmp_path / "agedb_30.bin"))) == \
+      f"bin-agedb_30_settings@{folder}_3"
+  assert stem(dict(type="identity_pairs", folder=str(tmp_path))) == \
+      f"identity_settings@{folder}_3"
+  for name in ("lfw_view1_settings_3.json", f"bin-agedb_30_settings@{folder}_3.json"):
+    assert results.ResultKey.parse(name).stem + ".json" == name
+
+
 @pytest.fixture(scope="module")
 def embedder(lfw_root):
   from configs import nn1

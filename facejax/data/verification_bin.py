@@ -37,9 +37,6 @@ _ALLOWED_GLOBALS = {
     ("numpy", "ndarray"): ("numpy", "ndarray"),
     ("numpy", "dtype"): ("numpy", "dtype"),
 }
-# The published sets (SCALE.md section 2): name -> pairs.
-KNOWN_SETS = {"lfw": 6000, "cfp_fp": 7000, "cfp_ff": 7000, "agedb_30": 6000, "calfw": 6000,
-              "cplfw": 6000, "vgg2_fp": 5000}
 
 
 def _multiarray():
@@ -81,11 +78,6 @@ class VerificationBin:
   @property
   def num_pairs(self) -> int:
     return len(self.issame)
-
-  @property
-  def name(self) -> str:
-    """The set's name: the file name without `.bin` ("agedb_30")."""
-    return os.path.splitext(os.path.basename(self.path))[0]
 
 
 def _as_bytes(item, path: str, index: int) -> bytes:

@@ -128,12 +128,11 @@ class AblationEvaluator(registry.Evaluator):
     embedder = embedder.replace(preprocessing=self.inner.preprocessing())
     rows, info = score_settings(self.config, self.inner.pair_set(), embedder, self.settings,
                                 desc=f"{self.name} (+ mirror)")
-    key = self.inner.result_key(embedder.step)
-    info.update(protocol=key.base)
+    key = self.inner.settings_key(embedder.step)
+    info.update(protocol=key.base.removesuffix("_settings"))
     if self.out_dir:
-      info["json_path"], info["roc_path"] = write(
-          rows, info, self.out_dir,
-          results_lib.ResultKey(f"{key.base}_settings", embedder.step, key.folder))
+      info["json_path"], info["roc_path"] = write(rows, info, self.out_dir, key,
+                                                  title=info["protocol"])
     scalars = {}
     for r in rows:
       tag = f"{r['distance']}/{r['flip']}" + ("/mean_sub" if r["subtract_mean"] else "")
@@ -156,8 +155,10 @@ def format_table(rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
-def write(rows, info, out_dir: str, key: results_lib.ResultKey) -> tuple[str, str]:
-  """Writes the table's JSON and overlaid ROC into `out_dir` as `key`; returns their paths."""
+def write(rows, info, out_dir: str, key: results_lib.ResultKey, *, title: str
+          ) -> tuple[str, str]:
+  """Writes the table's JSON and overlaid ROC (titled `title`) into `out_dir` as `key`;
+  returns their paths."""
   epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
   paths = key.paths(out_dir)
   if jax.process_index() == 0:
@@ -165,7 +166,7 @@ def write(rows, info, out_dir: str, key: results_lib.ResultKey) -> tuple[str, st
     curves = {f"{r['distance']}, flip={r['flip']}{', mean sub.' if r['subtract_mean'] else ''}"
               f" (acc {r['accuracy']:.4f})": (np.array(r["roc_fpr"]), np.array(r["roc_tpr"]))
               for r in rows}
-    metrics_lib.plot_roc(curves, paths.roc, title=info["protocol"])
+    metrics_lib.plot_roc(curves, paths.roc, title=title)
   return paths.json, paths.roc
 
 
@@ -188,7 +189,7 @@ def main(argv):
   out_dir = results_lib.output_dir(FLAGS.workdir, FLAGS.out_dir)
   key = results_lib.ablation_key(FLAGS.config, info["protocol"], info["step"],
                                  image_root=info["image_dir"])
-  json_path, roc_path = write(rows, info, out_dir, key)
+  json_path, roc_path = write(rows, info, out_dir, key, title=f"LFW {info['protocol']}")
   print(f"LFW {info['protocol']}: {info['num_pairs']} pairs, {info['num_images']} images "
         f"embedded with their mirror images in {info['embed_seconds']:.0f} s "
         f"({info['images_per_second']:.1f} img/s)")

@@ -62,9 +62,14 @@ def bin_preprocessing(config: ml_collections.ConfigDict, standardization: str,
                                       random_crop=False)
 
 
+def _bin_folder(vbin_path: str) -> str:
+  """The results' folder slug of a `.bin`: its directory (two `lfw.bin`s stay apart)."""
+  return results_lib.folder_slug(os.path.dirname(os.path.abspath(vbin_path)))
+
+
 def bin_key(config, vbin_path: str, name: str, step, **settings) -> results_lib.ResultKey:
-  return results_lib.ResultKey(f"bin-{name}", step, results_lib.folder_slug(
-      os.path.dirname(os.path.abspath(vbin_path))), results_lib.settings_tags(config, **settings))
+  return results_lib.ResultKey(f"bin-{name}", step, _bin_folder(vbin_path),
+                               results_lib.settings_tags(config, **settings))
 
 
 @registry.register("verification_bin")
@@ -109,10 +114,8 @@ class VerificationBinEvaluator(registry.Evaluator):
   def preprocessing(self) -> input_pipeline.Preprocessing:
     return bin_preprocessing(self.config, self.options.standardization, self.source_crop)
 
-  def result_key(self, step) -> results_lib.ResultKey:
-    return bin_key(self.config, self.path, self.set_name, step, distance=self.config.eval.distance,
-                   flip=self.config.eval.flip, subtract_mean=self.config.eval.subtract_mean,
-                   standardization=self.config.data.standardization)
+  def settings_key(self, step) -> results_lib.ResultKey:
+    return results_lib.ResultKey(f"bin-{self.set_name}_settings", step, _bin_folder(self.path))
 
   def _run(self, embedder):
     pair_set = self.pair_set()

@@ -433,5 +433,5 @@ class IdentityPairsEvaluator(registry.Evaluator):
   def preprocessing(self):
     return datasets.preprocessing(self.config.data, train=False)
 
-  def result_key(self, step) -> results_lib.ResultKey:
-    return results_lib.ResultKey("identity", step, results_lib.folder_slug(self.folder))
+  def settings_key(self, step) -> results_lib.ResultKey:
+    return results_lib.ResultKey("identity_settings", step, results_lib.folder_slug(self.folder))

@@ -413,14 +413,15 @@ class LfwEvaluator(registry.Evaluator):
                           write=self.out_dir is not None, **self.settings)
     return result.scalars(), result
 
-  # The pair-evaluator interface the ablation uses: pairs, pixels and a result name.
+  # The pair-evaluator interface the ablation uses: pairs, pixels, the table's name.
   def pair_set(self) -> PairSet:
     return lfw_pair_set(with_lfw_image_dir(self.config, self.image_dir), self.protocol)[0]
 
   def preprocessing(self) -> input_pipeline.Preprocessing:
     return datasets.preprocessing(self.config.data, train=False)
 
-  def result_key(self, step) -> results_lib.ResultKey:
-    config = with_lfw_image_dir(self.config, self.image_dir)
-    return results_lib.ResultKey(results_lib.lfw_key(config, self.protocol, step).base, step,
-                                 results_lib.lfw_folder_slug(config))
+  def settings_key(self, step) -> results_lib.ResultKey:
+    """The key of the ablation table of these pairs: the one `python -m
+    facejax.evaluation.ablation` writes."""
+    return results_lib.ablation_key(with_lfw_image_dir(self.config, self.image_dir),
+                                    self.protocol, step)
