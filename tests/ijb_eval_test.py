@@ -1,4 +1,4 @@
-"""IJB 1:1: pooling by hand, streaming TAR@FAR against sorted impostors and sklearn, and a
+"""IJB 1:1 and 1:N: pooling by hand, streaming TAR@FAR against sorted impostors and sklearn, and a
 miniature IJB layout of LFW faces scored end to end (Python and `--ijb`) against brute force."""
 
 import json
@@ -93,6 +93,14 @@ def _mini_ijb(lfw_root, root):
   (root / "meta" / "ijbc_face_tid_mid.txt").write_text("\n".join(faces) + "\n")
   (root / "meta" / "ijbc_name_5pts_score.txt").write_text("\n".join(points) + "\n")
   (root / "meta" / "ijbc_template_pair_label.txt").write_text("\n".join(pairs) + "\n")
+  # 1:N: the first template of people 0-9 in G1, of 10-19 in G2; every second template
+  # probes, people 20-23 with no mate in either gallery.
+  header = "TEMPLATE_ID,SUBJECT_ID,FILENAME\n"
+  rows = lambda people, k: "".join(f"{2 * p + k},{p},{p}_{i}.jpg\n" for p in people
+                                   for i in range(3))
+  (root / "meta" / "ijbc_1N_gallery_G1.csv").write_text(header + rows(range(10), 1))
+  (root / "meta" / "ijbc_1N_gallery_G2.csv").write_text(header + rows(range(10, 20), 1))
+  (root / "meta" / "ijbc_1N_probe_mixed.csv").write_text(header + rows(range(PEOPLE), 2))
   return root
 
 
@@ -107,7 +115,7 @@ def _brute_force(meta, features, fars):
     pooled[t] = v / np.linalg.norm(v)
   scores = np.array([pooled[a] @ pooled[b] for a, b in meta.pairs])
   genuine, impostor = scores[meta.labels], scores[~meta.labels]
-  return [_brute_tar(genuine, impostor, far)[0] for far in fars]
+  return [_brute_tar(genuine, impostor, far)[0] for far in fars], pooled
 
 
 def test_mini_ijb_matches_brute_force_and_runs_from_the_cli(smoke_config, lfw_root, tmp_path):
@@ -131,10 +139,23 @@ def test_mini_ijb_matches_brute_force_and_runs_from_the_cli(smoke_config, lfw_ro
   # flip + detector score: e(x) + e(mirror x) (each a unit vector), times the score.
   norms = np.linalg.norm(features, axis=1) / meta.scores
   assert np.all(norms <= 2 + 1e-5) and np.all(norms > 1)
-  expected = _brute_force(meta, features, fars)
+  expected, pooled = _brute_force(meta, features, fars)
   got = [row["tar"] for row in result.tar_at_far]
   np.testing.assert_allclose(got, expected, atol=1e-6)
   assert scalars["tar@far=1e-01"] == pytest.approx(expected[2])
+  # 1:N from the lists, against the brute-force loop on the hand-pooled templates.
+  from ijb_1n_test import _brute_force as brute_1n  # pylint: disable=import-outside-toplevel
+  galleries = {g: (np.array([pooled[2 * p + 1] for p in people]), np.array(list(people)))
+               for g, people in (("G1", range(10)), ("G2", range(10, 20)))}
+  probes = np.array([pooled[2 * p + 2] for p in range(PEOPLE)])
+  cmc, nist, legacy = brute_1n(probes, np.arange(PEOPLE), galleries, (0.01, 0.1), (1, 5, 10))
+  found = result.identification
+  assert found["num_probes"] == PEOPLE and found["num_mated"] == 20
+  assert found["rank"] == pytest.approx(cmc, abs=1e-6)
+  np.testing.assert_allclose([r["tpir"] for r in found["tpir_at_fpir"]], nist, atol=1e-6)
+  np.testing.assert_allclose([r["tpir"] for r in found["tpir_at_fpir_insightface"]], legacy,
+                             atol=1e-6)
+  assert scalars["rank1"] == pytest.approx(cmc[1]) and "tpir@fpir=1e-01" in scalars
   with open(result.json_path) as f:
     saved = json.load(f)
   assert [r["far"] for r in saved["tar_at_far"]] == list(fars)
@@ -151,6 +172,7 @@ def test_mini_ijb_matches_brute_force_and_runs_from_the_cli(smoke_config, lfw_ro
       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   assert "IJBC 1:1 (48 templates, 24 genuine + 1104 impostor pairs)" in out.stdout
+  assert "IJBC 1:N (24 probe templates, galleries {'G1': 10, 'G2': 10}): rank-1" in out.stdout
   assert (tmp_path / "w" / "eval").is_dir()
 
 

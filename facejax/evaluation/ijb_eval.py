@@ -1,4 +1,5 @@
-"""IJB-B / IJB-C 1:1 template verification (`type="ijb"`), as insightface's `eval_ijbc.py`.
+"""IJB-B / IJB-C 1:1 template verification (`type="ijb"`), as insightface's `eval_ijbc.py`,
+and 1:N identification when the set's 1:N lists are there (`ijb_1n.py`).
 
   c.evals.ijbc = dict(type="ijb", root="/data/IJB_release/IJBC", every_steps=0)
   python -m facejax.evaluation --config=C --workdir=W --ijb=/data/IJB_release/IJBC
@@ -44,7 +45,7 @@ from etils import epath
 from facejax import errors
 from facejax.data import align as align_lib
 from facejax.data import datasets
-from facejax.evaluation import metrics as metrics_lib, registry
+from facejax.evaluation import ijb_1n, metrics as metrics_lib, registry
 from facejax.evaluation import results as results_lib
 
 FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
@@ -191,6 +192,7 @@ class IjbResult:
   auc: float
   flip: bool
   detector_score: bool
+  identification: dict | None = None  # ijb_1n.identify's result
   json_path: str | None = None
   roc_path: str | None = None
   unreadable: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -198,13 +200,28 @@ class IjbResult:
   def scalars(self) -> dict[str, float]:
     out = {f"tar@far={r['far']:.0e}": r["tar"] for r in self.tar_at_far}
     out["auc"] = self.auc
+    if self.identification:
+      out.update({f"rank{k}": v for k, v in self.identification["rank"].items()})
+      out.update({f"tpir@fpir={r['fpir']:.0e}": r["tpir"]
+                  for r in self.identification["tpir_at_fpir"]})
     return out
 
   def summary(self) -> str:
     tars = ", ".join(f"{r['far']:.0e}: {100 * r['tar']:.2f}" for r in self.tar_at_far)
-    return (f"{self.set_name.upper()} 1:1 ({self.num_templates} templates, {self.num_genuine} "
+    text = (f"{self.set_name.upper()} 1:1 ({self.num_templates} templates, {self.num_genuine} "
             f"genuine + {self.num_impostors} impostor pairs): TAR% at FAR {tars}; "
             f"AUC {self.auc:.4f}")
+    if self.identification:
+      found = self.identification
+      ranks = ", ".join(f"rank-{k} {100 * v:.2f}" for k, v in found["rank"].items())
+      tpirs = ", ".join(f"{r['fpir']:.0e}: {100 * r['tpir']:.2f}"
+                        for r in found["tpir_at_fpir"])
+      legacy = ", ".join(f"{r['fpir']:.0e}: {100 * r['tpir']:.2f}"
+                         for r in found["tpir_at_fpir_insightface"])
+      text += (f"\n{self.set_name.upper()} 1:N ({found['num_probes']} probe templates, "
+               f"galleries {found['gallery_sizes']}): {ranks}; TPIR% at FPIR {tpirs} "
+               f"(insightface's definition: {legacy})")
+    return text
 
   def to_dict(self) -> dict:
     return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -236,12 +253,15 @@ class IjbEvaluator(registry.Evaluator):
     chunk_size: pairs scored at a time (bounds memory).
     image_dir: the images (default <root>/loose_crop).
     workers: decoding and alignment threads (default: the CPU count, at most 16).
+    identification: run 1:N too (default None: when meta/ has the set's 1:N lists).
+    fpirs: the FPIR points of 1:N (default 0.01, 0.1).
   """
 
   def __init__(self, config, embedder, *, name, out_dir, root: str | None = None,
                set_name: str | None = None, flip: bool = True, detector_score: bool = True,
                fars: tuple = FARS, chunk_size: int = 20_000, image_dir: str | None = None,
-               workers: int | None = None):
+               workers: int | None = None, identification: bool | None = None,
+               fpirs: tuple = ijb_1n.FPIRS):
     super().__init__(config, embedder, name=name, out_dir=out_dir)
     if not root:
       raise errors.ConfigError(f"config.evals.{name}.root: the IJB folder is required")
@@ -253,7 +273,10 @@ class IjbEvaluator(registry.Evaluator):
     self.flip, self.detector_score = bool(flip), bool(detector_score)
     self.fars, self.chunk_size = tuple(float(f) for f in fars), chunk_size
     self.image_dir = image_dir or os.path.join(self.root, "loose_crop")
+    if not all(0 < float(f) < 1 for f in fpirs):
+      raise errors.ConfigError(f"config.evals.{name}.fpirs={fpirs!r}: each must be in (0, 1)")
     self.workers = workers or min(16, os.cpu_count() or 1)
+    self.identification, self.fpirs = identification, tuple(float(f) for f in fpirs)
     self._meta = None
 
   def meta(self) -> IjbMeta:
@@ -288,9 +311,9 @@ class IjbEvaluator(registry.Evaluator):
       out *= meta.scores[:, None]
     return out, unreadable
 
-  def score(self, meta: IjbMeta, features: np.ndarray) -> dict:
-    """Streams the pair scores into `TarAtFar`; returns its result."""
-    templates, pooled = pool_templates(features, meta.template_ids, meta.media_ids)
+  def score(self, meta: IjbMeta, templates: np.ndarray, pooled: np.ndarray) -> dict:
+    """Streams the pair scores of the [T, D] `pooled` template features (ids `templates`)
+    into `TarAtFar`; returns its result."""
     row = {t: i for i, t in enumerate(templates.tolist())}
     a = np.array([row[t] for t in meta.pairs[:, 0].tolist()], np.int64)
     b = np.array([row[t] for t in meta.pairs[:, 1].tolist()], np.int64)
@@ -302,14 +325,39 @@ class IjbEvaluator(registry.Evaluator):
                       impostor.size, self.fars)
     for i in range(0, impostor.size, self.chunk_size):
       stream.add_impostors(scores_of(impostor[i:i + self.chunk_size]))
-    return {**stream.result(), "num_templates": len(templates)}
+    return stream.result()
+
+  def wants_identification(self, meta: IjbMeta) -> bool:
+    if self.identification is None:
+      return ijb_1n.has_lists(meta.root, meta.set_name)
+    return self.identification
+
+  def identify(self, meta: IjbMeta, templates: np.ndarray, pooled: np.ndarray) -> dict:
+    """1:N over the pooled templates (`ijb_1n.identify`)."""
+    lists = ijb_1n.read_lists(meta.root, meta.set_name)
+    row = {t: i for i, t in enumerate(templates.tolist())}
+
+    def features_of(ids, what):
+      missing = [t for t in ids.tolist() if t not in row]
+      if missing:
+        raise errors.DataError(f"{ijb_1n.list_files(meta.root, meta.set_name)[what]}: "
+                               f"templates {missing[:5]} have no image in "
+                               f"{meta.set_name}_face_tid_mid.txt")
+      return pooled[[row[t] for t in ids.tolist()]]
+
+    galleries = {g: (features_of(ids, g), subjects)
+                 for g, (ids, subjects) in lists.galleries.items()}
+    return ijb_1n.identify(features_of(lists.probe_templates, "probe"), lists.probe_subjects,
+                           galleries, fpirs=self.fpirs)
 
   def _run(self, embedder):
     meta = self.meta()
     features, unreadable = self.image_features(embedder, meta)
-    scored = self.score(meta, features)
+    templates, pooled = pool_templates(features, meta.template_ids, meta.media_ids)
+    scored = self.score(meta, templates, pooled)
+    found = self.identify(meta, templates, pooled) if self.wants_identification(meta) else None
     result = IjbResult(set_name=meta.set_name, step=embedder.step, num_images=len(meta.images),
-                       num_templates=scored["num_templates"],
+                       num_templates=len(templates), identification=found,
                        num_genuine=int(meta.labels.sum()),
                        num_impostors=int((~meta.labels).sum()),
                        tar_at_far=scored["tar_at_far"], auc=scored["auc"], flip=self.flip,
