@@ -76,7 +76,9 @@ def shortcut_specs() -> dict[str, dict]:
 
 def _with_settings(spec: dict) -> dict:
   """`spec` with the command line's settings, for the evaluator types that take them."""
-  cls, _ = registry.split_spec("command_line", spec)
+  cls = registry.types().get(spec.get("type"))
+  if cls is None:
+    return spec  # building it names the problem
   accepted = registry.accepted_keys(cls)
   flip = FLAGS.flip
   if flip == "sum" and spec["type"] != "verification_bin":
@@ -91,12 +93,10 @@ def main(argv):
   config = FLAGS.config
   specs = shortcut_specs()
   if FLAGS.evals or not specs:
-    chosen = FLAGS.evals or list(config.evals)
-    registry.build_all(config, names=chosen)  # names an unknown evaluator or key up front
-    specs = {**{n: config.evals[n].to_dict() for n in chosen}, **specs}
+    specs = {**registry.chosen_specs(config, FLAGS.evals), **specs}
   out_dir = results_lib.output_dir(FLAGS.workdir, FLAGS.out_dir)
-  evaluators = {n: registry.build(n, _with_settings(s), config, out_dir=out_dir)
-                for n, s in specs.items()}
+  evaluators = registry.build_specs({n: _with_settings(s) for n, s in specs.items()}, config,
+                                    out_dir=out_dir)
   embedder = Embedder.from_workdir(config, FLAGS.workdir, FLAGS.step)
   for evaluator in evaluators.values():
     evaluator.run(embedder)

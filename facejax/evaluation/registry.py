@@ -136,10 +136,9 @@ def build(name: str, spec: Mapping[str, Any], config: ml_collections.ConfigDict,
   return cls(config, embedder, name=name, out_dir=out_dir, **kwargs)
 
 
-def build_all(config: ml_collections.ConfigDict, embedder=None, *,
-              out_dir: str | os.PathLike | None = None,
-              names: Iterable[str] | None = None) -> dict[str, Evaluator]:
-  """The evaluators of `config.evals` (or of `names`, in that order), each checked."""
+def chosen_specs(config: ml_collections.ConfigDict,
+                 names: Iterable[str] | None = None) -> dict[str, dict]:
+  """The specs of `config.evals` (or of `names`, in that order); an unknown name fails."""
   specs = config.get("evals") or {}
   names = list(specs) if names is None else list(names)
   missing = [n for n in names if n not in specs]
@@ -147,15 +146,30 @@ def build_all(config: ml_collections.ConfigDict, embedder=None, *,
     raise errors.ConfigError([f"--evals: no evaluator {n!r} in config.evals (it has: "
                               f"{', '.join(specs) or 'none'}){errors.did_you_mean(n, specs)}"
                               for n in missing])
+  return {n: specs[n].to_dict() if isinstance(specs[n], ml_collections.ConfigDict)
+          else dict(specs[n]) for n in names}
+
+
+def build_specs(specs: Mapping[str, Mapping[str, Any]], config: ml_collections.ConfigDict,
+                embedder=None, *, out_dir: str | os.PathLike | None = None
+                ) -> dict[str, Evaluator]:
+  """The evaluator of each spec; every problem of every spec in one ConfigError."""
   built, problems = {}, []
-  for n in names:
+  for n, spec in specs.items():
     try:
-      built[n] = build(n, specs[n], config, embedder, out_dir=out_dir)
+      built[n] = build(n, spec, config, embedder, out_dir=out_dir)
     except errors.ConfigError as e:
       problems.extend(e.problems)
   if problems:
     raise errors.ConfigError(problems)
   return built
+
+
+def build_all(config: ml_collections.ConfigDict, embedder=None, *,
+              out_dir: str | os.PathLike | None = None,
+              names: Iterable[str] | None = None) -> dict[str, Evaluator]:
+  """The evaluators of `config.evals` (or of `names`, in that order), each checked."""
+  return build_specs(chosen_specs(config, names), config, embedder, out_dir=out_dir)
 
 
 def is_due(spec: Mapping[str, Any], step: int, *, last: bool) -> bool:
