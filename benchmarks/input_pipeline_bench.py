@@ -8,7 +8,7 @@ r"""Input-pipeline throughput on real LFW: facejax's tf.data pipeline vs plain P
   (x - 127.5) / 128 -- batched as P x K identity-balanced batches.
 * peer: the same steps with PIL + numpy on a ThreadPoolExecutor with one
   worker per core, reading the very same files (the P x K indices of the same
-  training steps, from `input_pipeline.sample_pk_indices`), with the same
+  training steps, from `sampling.sample_pk`), with the same
   batch shape and a prefetch of 2 batches.
 
 Only the loaders run (no model). Before timing, every file of the measured
@@ -117,10 +117,10 @@ class PilLoader:
 
 
 def steps_indices(source, config, start, stop):
-  from facejax.data import input_pipeline
+  from facejax.data import sampling
   for step in range(start, stop):
-    idx, lab, msk = input_pipeline.sample_pk_indices(
-        source.indices_by_class, config.num_identities, config.images_per_identity,
+    idx, lab, msk = sampling.sample_pk(
+        source.classes, config.num_identities, config.images_per_identity,
         config.seed, step)
     yield step, idx, lab, msk
 
@@ -165,7 +165,7 @@ def main(argv=None):
 
   import PIL
   import tensorflow as tf
-  from facejax.data import datasets, input_pipeline
+  from facejax.data import datasets, input_pipeline, sampling
 
   print("== facejax input pipeline benchmark ==")
   for line in _common.environment_lines({
@@ -187,7 +187,7 @@ def main(argv=None):
     print(f"-- config {name}: {config.data.image_size}x{config.data.image_size} "
           f"(source crop {config.data.source_crop}, resize {config.data.resize_size}), "
           f"batch {config.num_identities}x{config.images_per_identity}={b}, "
-          f"{source.num_images} images of {len(source.indices_by_class)} identities")
+          f"{source.num_images} images of {source.classes.num_classes} identities")
 
     # Same files for both loaders: the P x K indices of steps 0 .. warmup+steps-1.
     used = sorted({int(i) for _, idx, _, _ in steps_indices(source, config, 0, total_steps)
@@ -212,7 +212,7 @@ def main(argv=None):
 
     def make_tf():
       return input_pipeline.train_batches(
-          source.table, source.indices_by_class, prep, input_pipeline.Sampler.from_config(config),
+          source.table, source.classes, prep, sampling.Sampler.from_config(config),
           start_step=0, num_steps=total_steps)
 
     def make_pil():

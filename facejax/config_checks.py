@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from facejax import models, optimizers
-from facejax.data import datasets, image_check, input_pipeline
+from facejax.data import datasets, image_check, input_pipeline, sampling
 from facejax.errors import ConfigError, did_you_mean
 from facejax.evaluation import lfw_eval, registry
 from facejax.losses import TRIPLET_LOSSES, make_objective
@@ -43,7 +43,7 @@ _COUNTS = {
 
 # Allowed values of keys read only later (per image, at evaluation), from their readers.
 _CHOICES = {
-    "data.source": datasets.SOURCES, "data.sampling": input_pipeline.SAMPLINGS,
+    "data.source": datasets.SOURCES, "data.sampling": sampling.SAMPLINGS,
     "data.standardization": input_pipeline.STANDARDIZATIONS,
     "data.bad_images": image_check.BAD_IMAGES, "data.non_rgb": image_check.NON_RGB,
     "data.small_identities": image_check.SMALL_IDENTITIES, "eval.distance": lfw_eval.DISTANCES,

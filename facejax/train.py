@@ -28,7 +28,7 @@ from facejax import checkpointing
 from facejax import config_checks
 from facejax import optimizers
 from facejax.data import datasets
-from facejax.data import input_pipeline
+from facejax.data import input_pipeline, sampling
 from facejax.evaluation import registry
 from facejax.evaluation import results
 from facejax.inference import Embedder
@@ -357,8 +357,8 @@ class _Loop:
     when due. Raises DivergenceError, before saving, when a checked step diverged."""
     c = self.config
     batches = input_pipeline.train_batches(
-        self.source.table, self.source.indices_by_class,
-        datasets.preprocessing(c.data, train=True), input_pipeline.Sampler.from_config(c),
+        self.source.table, self.source.classes,
+        datasets.preprocessing(c.data, train=True), sampling.Sampler.from_config(c),
         start_step=int(state.step), num_steps=c.num_train_steps,
         process_index=jax.process_index(), process_count=jax.process_count())
     t_last, n_last = time.perf_counter(), 0

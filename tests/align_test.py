@@ -131,6 +131,8 @@ def test_folder_alignment_reports_resumes_and_feeds_the_lfw_layout(lfw_root, tmp
   report = align.align_folder(src, out, spec, workers=2)
   assert report["images"] == 8
   assert report["counts"] == {"aligned": 6, "fallback": 1, "skipped": 0, "error": 1}
+  import cv2  # pylint: disable=import-outside-toplevel
+  assert report["detector_versions"]["cv2"] == cv2.__version__
   assert [r["path"] for r in report["no_face"]] == [f"{PEOPLE[0]}/blank.png"]
   assert report["no_face"][0]["applied"] == "fallback"
   assert [r["path"] for r in report["errors"]] == [f"{PEOPLE[1]}/broken.jpg"]

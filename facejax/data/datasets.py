@@ -1,10 +1,15 @@
 """From `config.data` to the tables the input pipeline reads.
 
-`config.data.source` picks how images are read:
-  "folder": JPEGs straight from the identity-folder tree on disk;
-  "tfds":   a facejax TFDS dataset prepared once (`tfds_builders`), whose
-            encoded bytes are loaded into memory and read back without
-            touching the image files again.
+`config.data.source` picks how images are read (`config.data.train_dir` says where):
+  "folder":       JPEGs straight from the identity-folder tree on disk, screened at
+                  every start;
+  "tfds":         a facejax TFDS dataset prepared once (`tfds_builders`), whose
+                  encoded bytes are loaded into memory;
+  "rec":          an insightface folder (train.rec, train.idx, property), read record by
+                  record; the label index comes from its identity records;
+  "array_record": the shards `python -m facejax.data.prepare` wrote, screened once there.
+The last two start in time independent of the number of images (beyond the integer label
+index) and never hold the images in memory.
 """
 
 import dataclasses
@@ -17,16 +22,19 @@ import numpy as np
 from facejax import errors
 from facejax.data import input_pipeline
 from facejax.data import image_check
+from facejax.data import record_tables
+from facejax.data import recordio
+from facejax.data.sampling import ClassIndex
 from facejax.data.paths import resolve_data_dir
 
 
-SOURCES = ("folder", "tfds")  # an identity folder, or its prepared TFDS copy
+SOURCES = ("folder", "tfds", "rec", "array_record")
 
 
 @dataclasses.dataclass
 class TrainSource:
-  table: input_pipeline.ImageTable
-  indices_by_class: list[np.ndarray]
+  table: "input_pipeline.ImageTable | record_tables.RecordTable"
+  classes: ClassIndex
   class_names: tuple[str, ...]
   report: image_check.DataReport | None = None
 
@@ -84,6 +92,8 @@ def build_train_source(data: ml_collections.ConfigDict) -> TrainSource:
   which cannot give anchor-positive pairs); `TrainSource.report` says what was
   skipped or converted.
   """
+  if data.source in ("rec", "array_record"):
+    return _record_source(data)
   root = train_image_root(data)
   include = data.get("train_people")
   if include and not os.path.isabs(include):
@@ -106,5 +116,27 @@ def build_train_source(data: ml_collections.ConfigDict) -> TrainSource:
   elif data.source != "folder":
     raise errors.ConfigError(f"config.data.source={data.source!r}: use one of {SOURCES}")
   table = input_pipeline.ImageTable(paths, encoded, image_check.replacements(ds, report))
-  return TrainSource(table=table, indices_by_class=ds.indices_by_class(),
+  return TrainSource(table=table, classes=ClassIndex.from_labels(ds.labels, ds.num_classes),
                      class_names=ds.class_names, report=report)
+
+
+def _record_source(data: ml_collections.ConfigDict) -> TrainSource:
+  """A `.rec` folder or prepared ArrayRecord shards at `data.train_dir` (module docstring)."""
+  if not data.get("train_dir"):
+    raise errors.ConfigError(f"config.data.train_dir: the folder of the {data.source!r} "
+                             "source is required")
+  if data.get("train_people"):
+    raise errors.ConfigError(
+        f"config.data.train_people={data.train_people!r} selects people of an identity "
+        f"folder; a {data.source!r} source trains on all its classes (set it to None)")
+  if data.source == "rec":
+    index = recordio.InsightfaceRec(train_image_root(data)).label_index()
+    table = record_tables.rec_table(data.train_dir, index.keys)
+    labels, num_classes = index.labels, index.num_classes
+    names = tuple(str(c) for c in range(num_classes))
+  else:
+    table, labels, names = record_tables.array_record_table(train_image_root(data))
+    names, num_classes = tuple(names), len(names)
+  classes = ClassIndex.from_labels(labels, num_classes,
+                                   min_images=data.min_images_per_identity)
+  return TrainSource(table=table, classes=classes, class_names=names)

@@ -75,11 +75,9 @@ class ImageStatus:
   reencode: bool = False
 
 
-def _bmp_matches_pil(path: str, mode: str) -> bool:
+def _bmp_matches_pil(header: bytes, mode: str) -> bool:
   # TensorFlow's BMP decoder ignores palettes, bit fields and RLE: only plain 8-bit gray and
   # 24/32-bit RGB decode as in PIL.
-  with open(path, "rb") as f:
-    header = f.read(34)
   if len(header) < 34 or struct.unpack_from("<I", header, 14)[0] < 40:
     return False
   bits, compression = struct.unpack_from("<HI", header, 28)
@@ -94,29 +92,40 @@ def check_image(path: str | os.PathLike, *, max_pixels: int) -> ImageStatus:
     return ImageStatus(path, "not_image",
                        detail="neither an image suffix nor an image file's leading bytes")
   try:
-    if os.path.getsize(path) == 0:
-      return ImageStatus(path, "empty", detail="zero bytes")
+    with open(path, "rb") as f:
+      data = f.read()
+  except OSError as e:
+    return ImageStatus(path, "corrupt", detail=f"{type(e).__name__}: {e}")
+  return check_encoded(path, data, max_pixels=max_pixels)
+
+
+def check_encoded(name: str, data: bytes, *, max_pixels: int) -> ImageStatus:
+  """Screens one encoded image (a file's or a record's bytes; `name` says which): size,
+  header, then a full decode with Pillow."""
+  if not data:
+    return ImageStatus(name, "empty", detail="zero bytes")
+  try:
     with _OPEN_LOCK, warnings.catch_warnings():
       warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-      image = Image.open(path)
+      image = Image.open(io.BytesIO(data))
     with image:
       width, height = image.size
       if width * height > max_pixels:
-        return ImageStatus(path, "too_large", image.mode,
+        return ImageStatus(name, "too_large", image.mode,
                            f"{width}x{height} = {width * height} pixels > {max_pixels}")
       image.load()  # Raises on truncated data: ImageFile.LOAD_TRUNCATED_IMAGES is False.
       fmt, mode = image.format, image.mode
   except Image.DecompressionBombError as e:
-    return ImageStatus(path, "too_large", detail=str(e))
+    return ImageStatus(name, "too_large", detail=str(e))
   except Image.UnidentifiedImageError:
-    return ImageStatus(path, "corrupt", detail="not a recognised image format")
+    return ImageStatus(name, "corrupt", detail="not a recognised image format")
   except Exception as e:  # Pillow's decoders raise many types (OSError, SyntaxError, ...).
-    return ImageStatus(path, "corrupt", detail=f"{type(e).__name__}: {e}")
+    return ImageStatus(name, "corrupt", detail=f"{type(e).__name__}: {e}")
   reencode = ((fmt, mode) not in _TF_MATCHES_PIL
-              or (fmt == "BMP" and not _bmp_matches_pil(path, mode)))
+              or (fmt == "BMP" and not _bmp_matches_pil(data[:34], mode)))
   if mode != "RGB":
-    return ImageStatus(path, "non_rgb", mode, f"{fmt} image in mode {mode}", reencode)
-  return ImageStatus(path, "ok", mode, f"{fmt} that TensorFlow cannot decode" if reencode else "",
+    return ImageStatus(name, "non_rgb", mode, f"{fmt} image in mode {mode}", reencode)
+  return ImageStatus(name, "ok", mode, f"{fmt} that TensorFlow cannot decode" if reencode else "",
                      reencode)
 
 
@@ -129,9 +138,9 @@ def check_images(paths: Sequence[str | os.PathLike], *, max_pixels: int,
                           disable=len(paths) < 2000))
 
 
-def rgb_png_bytes(path: str | os.PathLike) -> bytes:
-  """The image as PIL's convert("RGB") makes it, encoded as a (lossless) PNG."""
-  with Image.open(path) as image:
+def rgb_png_bytes(source: str | os.PathLike | bytes) -> bytes:
+  """The image (a file, or its bytes) as PIL's convert("RGB") makes it, as a lossless PNG."""
+  with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
     rgb = image.convert("RGB")
   buffer = io.BytesIO()
   rgb.save(buffer, "PNG")

@@ -1,7 +1,7 @@
 """tf.data input pipeline: P x K identity-balanced batches and evaluation batches.
 
 Determinism: the images of training step `s` are a pure function of
-`(seed, s)` (see `sample_pk_indices`), and every random augmentation is a
+`(seed, s)` (`facejax.data.sampling`), and every random augmentation is a
 stateless op keyed on `(seed, s, slot)`. A run that resumes at step `s`
 therefore sees exactly the batches an uninterrupted run would have, with no
 iterator state to checkpoint.
@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from facejax import errors
+from facejax.data.sampling import ClassIndex, Sampler
 
 # tf.data runs on the host only; a GPU build of TensorFlow must not claim the
 # accelerator memory that JAX needs.
@@ -82,101 +83,8 @@ def decode_and_preprocess(encoded: tf.Tensor, seed: tf.Tensor, prep: Preprocessi
   return standardize(image, prep.standardization)
 
 
-def sample_pk_indices(indices_by_class: Sequence[np.ndarray], num_identities: int,
-                      images_per_identity: int, seed: int, step: int):
-  """Indices of the identity-balanced batch of one training step.
-
-  Picks P identities without replacement, then up to K of each one's images
-  without replacement. An identity with fewer than K images fills its
-  remaining slots with masked rows (mask False) instead of duplicates: a
-  duplicated image would form a trivially easy positive pair.
-
-  Returns:
-    indices [P*K] int64, labels [P*K] int32 (class index), mask [P*K] bool.
-  """
-  rng = np.random.default_rng([seed, step])
-  classes = rng.choice(len(indices_by_class), size=num_identities, replace=False)
-  k = images_per_identity
-  indices = np.zeros((num_identities, k), np.int64)
-  mask = np.zeros((num_identities, k), bool)
-  for row, c in enumerate(classes):
-    members = indices_by_class[c]
-    take = min(k, len(members))
-    indices[row, :take] = rng.choice(members, size=take, replace=False)
-    indices[row, take:] = indices[row, 0]
-    mask[row, :take] = True
-  labels = np.repeat(classes.astype(np.int32), k)
-  return indices.reshape(-1), labels, mask.reshape(-1)
-
-
-def sample_shuffled_indices(indices_by_class: Sequence[np.ndarray], batch_size: int, seed: int,
-                            step: int):
-  """Indices of a plain shuffled batch (classification losses), a pure function of (seed, step).
-
-  Epoch e visits every image once in the order of a permutation drawn from
-  (seed, e). Step s takes images s*B .. s*B+B-1 of the concatenated epochs,
-  so a batch may straddle two epochs, and a restart at any step gets the
-  same batches.
-
-  Returns:
-    indices [B] int64, labels [B] int32 (class index), mask [B] bool (all True).
-  """
-  all_indices = np.concatenate(indices_by_class).astype(np.int64)
-  all_labels = np.concatenate([np.full(len(m), c, np.int32)
-                               for c, m in enumerate(indices_by_class)])
-  n = len(all_indices)
-  positions = np.arange(step * batch_size, (step + 1) * batch_size, dtype=np.int64)
-  epochs, offsets = positions // n, positions % n
-  order = np.empty(batch_size, np.int64)
-  for e in np.unique(epochs):
-    perm = np.random.default_rng([seed, int(e), 1]).permutation(n)
-    order[epochs == e] = perm[offsets[epochs == e]]
-  return all_indices[order], all_labels[order], np.ones(batch_size, bool)
-
-
-SAMPLINGS = ("pk", "shuffle")
-
-
-@dataclasses.dataclass(frozen=True)
-class Sampler:
-  """Which images each training step draws: a pure function of `(seed, step)`.
-
-  `sampling` "pk" draws identity-balanced P x K batches (`sample_pk_indices`,
-  P = `num_identities`, K = `images_per_identity`); "shuffle" draws
-  `batch_size` images in epoch order (`sample_shuffled_indices`), which is
-  what the classification losses need.
-  """
-  sampling: str = "pk"
-  num_identities: int = 0
-  images_per_identity: int = 0
-  batch_size: int | None = None  # "shuffle" only; P x K for "pk"
-  seed: int = 0
-
-  def __post_init__(self):
-    if self.sampling not in SAMPLINGS:
-      raise ValueError(f"sampling={self.sampling!r}: use one of {SAMPLINGS}")
-    if self.sampling == "shuffle" and not self.batch_size:
-      raise ValueError("sampling='shuffle' needs a batch_size")
-
-  @classmethod
-  def from_config(cls, config) -> "Sampler":
-    """The sampler of an experiment config (its top level and `data.sampling`)."""
-    return cls(sampling=config.data.get("sampling", "pk"), num_identities=config.num_identities,
-               images_per_identity=config.images_per_identity, batch_size=config.batch_size,
-               seed=config.seed)
-
-  @property
-  def global_batch(self) -> int:
-    if self.sampling == "pk":
-      return self.num_identities * self.images_per_identity
-    return self.batch_size
-
-  def sample(self, indices_by_class: Sequence[np.ndarray], step: int):
-    """indices [B] int64, labels [B] int32, mask [B] bool of the global batch of `step`."""
-    if self.sampling == "pk":
-      return sample_pk_indices(indices_by_class, self.num_identities, self.images_per_identity,
-                               self.seed, step)
-    return sample_shuffled_indices(indices_by_class, self.batch_size, self.seed, step)
+# A decoder's error, or (UnknownError) an exception raised by a record read in Python.
+_LOAD_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.UnknownError)
 
 
 class ImageDecodeError(errors.DataError):
@@ -218,14 +126,15 @@ class ImageTable:
   def __len__(self):
     return len(self.paths)
 
-  def first_undecodable(self, indices) -> str:
-    """Path of the first image among `indices` that TensorFlow cannot decode."""
+  def first_bad(self, indices) -> errors.DataError:
+    """The decode error of the first image among `indices` that TensorFlow cannot decode."""
     for i in indices:
       try:
         tf.io.decode_image(self.read(tf.constant(int(i))), channels=3, expand_animations=False)
-      except tf.errors.InvalidArgumentError:
-        return self.paths[int(i)]
-    return "<unknown file>"
+      except tf.errors.InvalidArgumentError as e:
+        return ImageDecodeError(self.paths[int(i)], e.message)
+    return errors.DataError("a batch failed to decode, but each of its images decodes on "
+                            "its own")
 
   def _read_original(self, index: tf.Tensor) -> tf.Tensor:
     if self._encoded_t is not None:
@@ -242,8 +151,8 @@ class ImageTable:
                    lambda: self._read_original(index))
 
 
-def train_batches(table: ImageTable, indices_by_class: Sequence[np.ndarray],
-                  prep: Preprocessing, sampler: Sampler, *, start_step: int, num_steps: int,
+def train_batches(table: ImageTable, classes: ClassIndex, prep: Preprocessing,
+                  sampler: Sampler, *, start_step: int, num_steps: int,
                   process_index: int = 0, process_count: int = 1,
                   prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
   """Yields this host's share of each global batch, steps start..num_steps-1.
@@ -262,7 +171,7 @@ def train_batches(table: ImageTable, indices_by_class: Sequence[np.ndarray],
   lo = process_index * local
 
   def sample(step):
-    return sampler.sample(indices_by_class, step)
+    return sampler.sample(classes, step)
 
   def step_indices():
     for step in range(start_step, num_steps):
@@ -298,9 +207,9 @@ def train_batches(table: ImageTable, indices_by_class: Sequence[np.ndarray],
       batch = next(it)
     except StopIteration:
       return
-    except tf.errors.InvalidArgumentError as e:
+    except _LOAD_ERRORS as e:
       idx, _, _ = sample(step)
-      raise ImageDecodeError(table.first_undecodable(idx[lo:lo + local]), e.message) from e
+      raise table.first_bad(idx[lo:lo + local]) from e
     step += 1
     yield batch
 
@@ -324,9 +233,8 @@ def eval_batches(table: ImageTable, prep: Preprocessing, batch_size: int
       images = next(it)
     except StopIteration:
       return
-    except tf.errors.InvalidArgumentError as e:
-      raise ImageDecodeError(
-          table.first_undecodable(range(start, min(n, start + batch_size))), e.message) from e
+    except _LOAD_ERRORS as e:
+      raise table.first_bad(range(start, min(n, start + batch_size))) from e
     valid = images.shape[0]
     start += valid
     if valid < batch_size:
