@@ -1,6 +1,7 @@
 """SIGKILL a real training run at random moments, restart it each time, lose nothing.
 
-Marked slow (about 3 minutes on 2 CPU cores); run it with
+Marked slow (about 3 minutes on 2 CPU cores per source: LFW's folder tree, and an
+insightface .rec of LFW people); run it with
   python -m pytest -q -m slow tests/kill_resume_test.py -s
 (`-s` prints the table of kills). The run is `facejax.main` on the nn1 smoke
 config with a checkpoint every 2 steps, written asynchronously.
@@ -30,12 +31,22 @@ STEPS = 80
 KILL_PLAN = ("write", "train", "write", "startup", "train", "write")
 
 
-def _command(workdir):
-  return [sys.executable, "-m", "facejax.main", "--config=configs/nn1.py:smoke",
+def _command(workdir, source=()):
+  return [sys.executable, "-m", "facejax.main", "--config=configs/nn1.py:smoke", *source,
           f"--workdir={workdir}", f"--config.num_train_steps={STEPS}",
           "--config.checkpoint.every_steps=2", "--config.checkpoint.max_to_keep=3",
           "--config.log_every_steps=10", "--config.evals.lfw_dev_test.at_end=False",
           "--config.evals.lfw_view2.at_end=False"]
+
+
+def _source_flags(source, lfw_root, tmp_path):
+  """The training source: LFW's folder tree, or an insightface .rec of LFW people."""
+  if source == "folder":
+    return ()
+  from record_sources_test import lfw_rec  # pylint: disable=import-outside-toplevel
+  lfw_rec(lfw_root, tmp_path / "rec", people=24)
+  return ("--config.data.source=rec", f"--config.data.train_dir={tmp_path / 'rec'}",
+          "--config.data.train_people=", "--config.data.source_crop=0")
 
 
 def _env(lfw_root):
@@ -71,10 +82,10 @@ class Kill:
   writing: list
 
 
-def _launch_and_kill(workdir, env, plan, rng):
+def _launch_and_kill(workdir, env, plan, rng, source=()):
   before, _ = _entries(workdir)
   launched_ns = time.time_ns()
-  proc = subprocess.Popen(_command(workdir), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+  proc = subprocess.Popen(_command(workdir, source), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
   t0 = time.monotonic()
   deadline = t0 + (rng.uniform(2.0, 8.0) if plan == "startup" else 300)
@@ -126,10 +137,13 @@ def _final_arrays(workdir):
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(lfw_root, tmp_path):
+@pytest.mark.parametrize("source", ["folder", "rec"])
+def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(lfw_root, tmp_path,
+                                                                            source):
   env = _env(lfw_root)
+  flags = _source_flags(source, lfw_root, tmp_path)
   straight = str(tmp_path / "straight")
-  out = subprocess.run(_command(straight), cwd=REPO, env=env, capture_output=True, text=True,
+  out = subprocess.run(_command(straight, flags), cwd=REPO, env=env, capture_output=True, text=True,
                        timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
 
@@ -137,14 +151,14 @@ def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(lfw_
   rng = random.Random(20261122)
   kills = []
   for plan in KILL_PLAN:
-    kill = _launch_and_kill(killed, env, plan, rng)
+    kill = _launch_and_kill(killed, env, plan, rng, flags)
     if kill is None:
       break
     listed = _check_every_listed_step_is_whole(killed)
     # A step whose write was cut short is never listed as a checkpoint.
     assert not {int(n.split(".")[0]) for n in kill.writing} & set(listed)
     kills.append(kill)
-  out = subprocess.run(_command(killed), cwd=REPO, env=env, capture_output=True, text=True,
+  out = subprocess.run(_command(killed, flags), cwd=REPO, env=env, capture_output=True, text=True,
                        timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   _check_every_listed_step_is_whole(killed)

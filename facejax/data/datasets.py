@@ -128,7 +128,8 @@ def _record_source(data: ml_collections.ConfigDict) -> TrainSource:
   if data.get("train_people"):
     raise errors.ConfigError(
         f"config.data.train_people={data.train_people!r} selects people of an identity "
-        f"folder; a {data.source!r} source trains on all its classes (set it to None)")
+        f"folder; a {data.source!r} source trains on all its classes (set it to None, or "
+        "--config.data.train_people= on the command line)")
   if data.source == "rec":
     index = recordio.InsightfaceRec(train_image_root(data)).label_index()
     table = record_tables.rec_table(data.train_dir, index.keys)

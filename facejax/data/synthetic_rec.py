@@ -59,16 +59,18 @@ def lfw_crops(lfw_dir: str | os.PathLike, *, limit: int | None = None, size: int
   paths = sorted(glob.glob(os.path.join(os.fspath(lfw_dir), "*", "*.jpg")))[:limit]
   if not paths:
     raise errors.MissingDataError(f"{lfw_dir}: no <identity>/*.jpg images")
-  out = []
-  for path in paths:
-    with Image.open(path) as image:
-      w, h = image.size
-      left, top = (w - crop) // 2, (h - crop) // 2
-      face = image.convert("RGB").crop((left, top, left + crop, top + crop))
-      buffer = io.BytesIO()
-      face.resize((size, size), Image.BILINEAR).save(buffer, "JPEG", quality=95)
-      out.append(buffer.getvalue())
-  return out
+  return [crop_jpeg(path, size=size, crop=crop) for path in paths]
+
+
+def crop_jpeg(path: str | os.PathLike, *, size: int = 112, crop: int = 150) -> bytes:
+  """A JPEG (quality 95) of the image's central `crop` px, resized to `size`."""
+  with Image.open(path) as image:
+    w, h = image.size
+    left, top = (w - crop) // 2, (h - crop) // 2
+    face = image.convert("RGB").crop((left, top, left + crop, top + crop))
+  buffer = io.BytesIO()
+  face.resize((size, size), Image.BILINEAR).save(buffer, "JPEG", quality=95)
+  return buffer.getvalue()
 
 
 def synthetic_labels(num_records: int, num_identities: int, seed: int = 0) -> np.ndarray:
