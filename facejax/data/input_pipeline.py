@@ -66,20 +66,32 @@ def decode_and_preprocess(encoded: tf.Tensor, seed: tf.Tensor, prep: Preprocessi
   Grayscale and RGBA inputs become RGB via `channels=3`. `seed` is a [2] int
   tensor for the stateless augmentation ops.
   """
-  image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-  image = tf.cast(image, tf.float32)
+  image = tf.io.decode_image(encoded, channels=3, expand_animations=False)  # uint8
   if prep.source_crop:
     shape = tf.shape(image)
     c = tf.minimum(prep.source_crop, tf.minimum(shape[0], shape[1]))
     image = tf.image.crop_to_bounding_box(image, (shape[0] - c) // 2, (shape[1] - c) // 2, c, c)
-  image = tf.image.resize(image, prep.resize_size, method="bilinear", antialias=True)
   h, w = prep.image_size
-  if train and prep.random_crop:
-    image = tf.image.stateless_random_crop(image, (h, w, 3), seed=seed)
-  else:
-    image = tf.image.resize_with_crop_or_pad(image, h, w)
-  if train and prep.random_flip:
-    image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
+
+  def crop_and_flip(image):
+    if train and prep.random_crop:
+      image = tf.image.stateless_random_crop(image, (h, w, 3), seed=seed)
+    elif tuple(prep.resize_size) != (h, w):
+      image = tf.image.resize_with_crop_or_pad(image, h, w)
+    if train and prep.random_flip:
+      image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
+    return image
+
+  def resized():
+    return crop_and_flip(tf.image.resize(image, prep.resize_size, method="bilinear",
+                                         antialias=True))
+
+  # Images already at resize_size (pre-aligned records) skip the resize, which would be the
+  # identity, exactly, and are cropped and flipped as uint8: the same values, at a fraction
+  # of the cost of the float path.
+  same_size = tf.reduce_all(tf.equal(tf.shape(image)[:2], prep.resize_size))
+  image = tf.cond(same_size, lambda: tf.cast(crop_and_flip(image), tf.float32), resized)
+  image.set_shape((h, w, 3))
   return standardize(image, prep.standardization)
 
 
@@ -173,26 +185,33 @@ def train_batches(table: ImageTable, classes: ClassIndex, prep: Preprocessing,
   def sample(step):
     return sampler.sample(classes, step)
 
+  # Record tables are read here, in the generator's Python thread (one pread per record),
+  # rather than by a tf.numpy_function per image, whose GIL round trip costs more.
+  read_rows = getattr(table, "read_rows", None)
+
   def step_indices():
     for step in range(start_step, num_steps):
       idx, lab, msk = sample(step)
+      idx, lab, msk = idx[lo:lo + local], lab[lo:lo + local], msk[lo:lo + local]
       slots = np.arange(lo, lo + local, dtype=np.int64)
-      yield (np.int64(step), idx[lo:lo + local], lab[lo:lo + local], msk[lo:lo + local], slots)
+      encoded = read_rows(idx) if read_rows else np.full(local, b"", object)
+      yield np.int64(step), idx, lab, msk, slots, encoded
 
   spec = (tf.TensorSpec((), tf.int64), tf.TensorSpec((local,), tf.int64),
           tf.TensorSpec((local,), tf.int32), tf.TensorSpec((local,), tf.bool),
-          tf.TensorSpec((local,), tf.int64))
+          tf.TensorSpec((local,), tf.int64), tf.TensorSpec((local,), tf.string))
   ds = tf.data.Dataset.from_generator(step_indices, output_signature=spec)
 
-  def per_image(step, idx, lab, msk, slots):
+  def per_image(step, idx, lab, msk, slots, encoded):
     n = tf.shape(idx)[0]
     return tf.data.Dataset.from_tensor_slices(
-        (tf.fill([n], step), idx, lab, msk, slots))
+        (tf.fill([n], step), idx, lab, msk, slots, encoded))
 
-  def load(step, idx, lab, msk, slot):
+  def load(step, idx, lab, msk, slot, encoded):
     # Seeds depend on (seed, step, slot) only: stable across restarts and hosts.
     aug_seed = tf.stack([tf.cast(sampler.seed, tf.int64) * 1_000_003 + step, slot])
-    image = decode_and_preprocess(table.read(idx), aug_seed, prep, train=True)
+    image = decode_and_preprocess(encoded if read_rows else table.read(idx), aug_seed, prep,
+                                  train=True)
     return {"image": image, "label": lab, "mask": msk, "index": idx, "step": step}
 
   ds = ds.flat_map(per_image)

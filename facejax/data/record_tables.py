@@ -42,6 +42,14 @@ class RecordTable:
   def read_bytes(self, row: int) -> bytes:
     return self._read_row(int(row))
 
+  def read_rows(self, rows) -> np.ndarray:
+    """[n] object array of the encoded images of `rows` (read in Python, for tf.data's
+    generator: `input_pipeline.train_batches`)."""
+    out = np.empty(len(rows), object)
+    for j, row in enumerate(rows):
+      out[j] = self._read_row(int(row))
+    return out
+
   def read(self, index: tf.Tensor) -> tf.Tensor:
     """Scalar int index -> scalar tf.string of the encoded image (works in graphs)."""
     out = tf.numpy_function(lambda i: np.bytes_(self._read_row(int(i))), [index], tf.string,
