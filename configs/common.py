@@ -23,6 +23,7 @@ import ml_collections
 
 _NONE_STR = lambda: ml_collections.FieldReference(None, field_type=str)  # noqa: E731
 _NONE_INT = lambda: ml_collections.FieldReference(None, field_type=int)  # noqa: E731
+_NONE_TUPLE = lambda: ml_collections.FieldReference(None, field_type=tuple)  # noqa: E731
 
 
 def parse_variant(arg: str | None, where: str, variants: tuple[str, ...]) -> str:
@@ -94,6 +95,12 @@ def base(*, model: dict, optimizer: ml_collections.ConfigDict,  # pylint: disabl
       standardization="fixed",  # (x - 127.5) / 128 | "prewhiten"
       random_flip=True,
       random_crop=False,
+      # Off by default (input_pipeline.Preprocessing): zoom range, e.g. (0.9, 1.1); rotation
+      # in degrees, e.g. 10 (davidsandberg's --random_rotate); (brightness, contrast,
+      # saturation), e.g. (0.2, 0.2, 0.2).
+      random_scale=_NONE_TUPLE(),
+      random_rotate=0.0,
+      color_jitter=_NONE_TUPLE(),
       # Bad input (facejax/data/image_check.py). bad_images: corrupt,
       # truncated, zero-byte, too large or non-image files, "skip" (counted in
       # the log and <workdir>/data_report.json) or "fail" (names the file).

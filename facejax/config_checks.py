@@ -28,7 +28,8 @@ __all__ = ["ConfigError", "validate_config"]
 # Placeholders that None leaves to the environment, a default folder or the user.
 _MAY_BE_NONE = frozenset((
     "init_from", "data.data_dir", "data.train_dir", "data.lfw_image_dir", "data.train_people",
-    "data.max_identities", "data.tfds_data_dir", "data.check_workers", "checkpoint.max_to_keep"))
+    "data.max_identities", "data.tfds_data_dir", "data.check_workers", "checkpoint.max_to_keep",
+    "data.random_scale", "data.color_jitter"))
 
 # Counts and sizes with their least value. An image size may be an (H, W) pair.
 _COUNTS = {
@@ -101,12 +102,21 @@ def _check_constructors(config: ml_collections.ConfigDict) -> list[str]:
                 lambda: optimizers.create_optimizer(config.optimizer, config.num_train_steps),
                 lambda: make_objective(config.loss, num_classes=2,
                                        feature_dim=config.model.get("embedding_dim", 8)),
-                lambda: registry.build_all(config)):
+                lambda: registry.build_all(config),
+                lambda: _augmentations(config.data)):
     try:
       build()
     except ConfigError as e:
       problems += e.problems
   return problems
+
+
+def _augmentations(data: ml_collections.ConfigDict) -> None:
+  """The training augmentation ranges; each problem names its key."""
+  problems = input_pipeline.augmentation_problems(
+      data.get("random_scale"), float(data.get("random_rotate") or 0.0), data.get("color_jitter"))
+  if problems:
+    raise ConfigError(problems)
 
 
 def _combinations(config: ml_collections.ConfigDict, num_devices: int) -> list[str]:

@@ -434,3 +434,16 @@ def test_every_check_reads_keys_of_the_base():
     flat = {k for k, _ in config_checks._leaves(_config(name, None))}  # pylint: disable=protected-access
     checked = set(config_checks._COUNTS) | set(config_checks._CHOICES)  # pylint: disable=protected-access
     assert checked <= flat, (name, checked - flat)
+
+
+def test_augmentation_ranges_are_checked_naming_the_key():
+  c = _config().copy_and_resolve_references()
+  c.data.random_scale = (1.2, 0.8)
+  c.data.random_rotate = 200.0
+  c.data.color_jitter = (0.1, 1.5, 0.0)
+  with pytest.raises(ConfigError) as e:
+    validate_config(c, 1)
+  text = str(e.value)
+  for key in ("config.data.random_scale=(1.2, 0.8)", "config.data.random_rotate=200.0",
+              "config.data.color_jitter=(0.1, 1.5, 0.0)"):
+    assert key in text

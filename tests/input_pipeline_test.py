@@ -190,3 +190,71 @@ def test_shuffled_sampling_covers_each_epoch_once_and_is_a_function_of_step():
     assert [label_of[i] for i in idx] == list(lab) and msk.all()
   again = sampling.sample_shuffled(ClassIndex.from_lists(by_class), 4, seed=3, step=2)
   np.testing.assert_array_equal(again[0], batches[2][0])  # restart at step 2: same batch
+
+
+def _smooth_image(size=64):
+  import scipy.ndimage as nd  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  return nd.gaussian_filter(rng.uniform(0, 255, (size, size, 3)), (3, 3, 0)).astype(np.float32)
+
+
+def test_rotation_and_zoom_match_scipy():
+  import scipy.ndimage as nd  # pylint: disable=import-outside-toplevel
+  image = _smooth_image()
+  seed = tf.constant([5, 7], tf.int64)
+  rotate = input_pipeline.Preprocessing(image_size=(64, 64), resize_size=(64, 64),
+                                        random_flip=False, random_crop=False, random_rotate=30)
+  out = input_pipeline.augment(tf.constant(image), seed, rotate).numpy()
+  angles = []
+  for degrees in np.linspace(-30, 30, 601):  # which angle was drawn: the one scipy agrees on
+    ref = nd.rotate(image, degrees, reshape=False, order=1, mode="constant")
+    angles.append((np.abs(out - ref)[16:48, 16:48].max(), degrees))
+  err, degrees = min(angles)
+  assert err < 0.5 and 0 < abs(degrees) <= 30  # counter-clockwise positive, about the centre
+  zoom = input_pipeline.Preprocessing(image_size=(64, 64), resize_size=(64, 64),
+                                      random_flip=False, random_crop=False,
+                                      random_scale=(1.2, 1.5))
+  out = input_pipeline.augment(tf.constant(image), seed, zoom).numpy()
+  yy, xx = np.mgrid[0:64, 0:64].astype(float)
+  fits = []
+  for z in np.linspace(1.2, 1.5, 301):  # output(y) = input(c + (y - c) / z), c = 31.5
+    ref = np.stack([nd.map_coordinates(image[..., k], [31.5 + (yy - 31.5) / z,
+                                                       31.5 + (xx - 31.5) / z], order=1)
+                    for k in range(3)], -1)
+    fits.append((np.abs(out - ref).max(), z))
+  assert min(fits)[0] < 0.5
+
+
+def test_brightness_jitter_shifts_every_pixel_alike_within_its_range():
+  image = _smooth_image() * 0.5 + 60  # room on both sides: no clipping
+  prep = input_pipeline.Preprocessing(image_size=(64, 64), resize_size=(64, 64),
+                                      random_flip=False, random_crop=False,
+                                      color_jitter=(0.1, 0.0, 0.0))
+  shifts = []
+  for s in range(5):
+    out = input_pipeline.augment(tf.constant(image), tf.constant([s, 1], tf.int64), prep).numpy()
+    delta = out - image
+    assert np.ptp(delta) < 1e-3 and abs(delta.mean()) <= 0.1 * 255
+    shifts.append(round(float(delta.mean()), 3))
+  assert len(set(shifts)) == 5
+
+
+def test_augmentations_are_off_by_default_and_resume_exactly(small_source):
+  from configs import nn1  # pylint: disable=import-outside-toplevel
+  assert not datasets.preprocessing(nn1.get_config().data, train=True).augments
+  data, src = small_source
+  data = data.copy_and_resolve_references()
+  data.update(random_scale=(0.9, 1.1), random_rotate=10.0, color_jitter=(0.2, 0.2, 0.2))
+  prep = datasets.preprocessing(data, train=True)
+  assert prep.augments
+  sampler = sampling.Sampler(num_identities=4, images_per_identity=3, seed=5)
+  full = list(input_pipeline.train_batches(src.table, src.classes, prep, sampler,
+                                           start_step=0, num_steps=4))
+  resumed = list(input_pipeline.train_batches(src.table, src.classes, prep, sampler,
+                                              start_step=2, num_steps=4))
+  for a, b in zip(full[2:], resumed):
+    np.testing.assert_array_equal(a["image"], b["image"])
+  plain = list(input_pipeline.train_batches(src.table, src.classes,
+                                            datasets.preprocessing(small_source[0], train=True),
+                                            sampler, start_step=0, num_steps=1))
+  assert not np.array_equal(plain[0]["image"], full[0]["image"])

@@ -52,7 +52,14 @@ def preprocessing(data: ml_collections.ConfigDict, train: bool) -> input_pipelin
   return input_pipeline.Preprocessing(
       image_size=hw(data.image_size), resize_size=hw(data.resize_size),
       source_crop=data.source_crop, standardization=data.standardization,
-      random_flip=train and data.random_flip, random_crop=train and data.random_crop)
+      random_flip=train and data.random_flip, random_crop=train and data.random_crop,
+      random_scale=_pair(data.get("random_scale")) if train else None,
+      random_rotate=float(data.get("random_rotate") or 0.0) if train else 0.0,
+      color_jitter=tuple(data.color_jitter) if train and data.get("color_jitter") else None)
+
+
+def _pair(value):
+  return None if value is None else tuple(float(v) for v in value)
 
 
 def lfw_root(data: ml_collections.ConfigDict):

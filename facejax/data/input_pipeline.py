@@ -31,6 +31,15 @@ class Preprocessing:
   `source_crop` pixels (0 = keep all), resized to `resize_size`, then cropped
   to `image_size`: a random crop when training with `random_crop`, the centre
   crop otherwise, so train and eval see faces at the same scale.
+
+  Training augmentations after the crop, each off at its default (flip aside):
+  `random_scale` (s_min, s_max): zoom by a factor drawn in the range (a crop of
+  1/s of the side, resized back; s < 1 shrinks the face into a black border);
+  `random_rotate`: degrees, uniform in [-d, d] about the centre (davidsandberg's
+  `--random_rotate` draws in [-10, 10]); `color_jitter`: (brightness, contrast,
+  saturation), brightness added in [-b, b] x 255, contrast and saturation
+  factors in [1 - c, 1 + c]. Every draw is a stateless op keyed on (seed, step,
+  slot), so resume stays bit-exact.
   """
   image_size: tuple[int, int]
   resize_size: tuple[int, int]
@@ -38,6 +47,9 @@ class Preprocessing:
   standardization: str = "fixed"  # "fixed": (x-127.5)/128 | "prewhiten"
   random_flip: bool = True
   random_crop: bool = True
+  random_scale: tuple[float, float] | None = None
+  random_rotate: float = 0.0
+  color_jitter: tuple[float, float, float] | None = None
 
   def __post_init__(self):
     if self.standardization not in STANDARDIZATIONS:
@@ -46,6 +58,29 @@ class Preprocessing:
     if any(r < i for r, i in zip(self.resize_size, self.image_size)):
       raise ValueError(f"config.data.resize_size {self.resize_size} is smaller than "
                        f"config.data.image_size {self.image_size}")
+    problems = augmentation_problems(self.random_scale, self.random_rotate, self.color_jitter)
+    if problems:
+      raise ValueError("; ".join(problems))
+
+  @property
+  def augments(self) -> bool:
+    return bool(self.random_scale or self.random_rotate or self.color_jitter)
+
+
+def augmentation_problems(random_scale, random_rotate, color_jitter) -> list[str]:
+  """One message per bad augmentation setting (`Preprocessing`), naming its config key."""
+  problems = []
+  if random_scale is not None and not (
+      len(random_scale) == 2 and 0 < random_scale[0] <= random_scale[1]):
+    problems.append(f"config.data.random_scale={tuple(random_scale)!r}: (s_min, s_max) with "
+                    "0 < s_min <= s_max, or None")
+  if not 0 <= random_rotate <= 180:
+    problems.append(f"config.data.random_rotate={random_rotate!r}: degrees in [0, 180]")
+  if color_jitter is not None and not (
+      len(color_jitter) == 3 and all(0 <= v < 1 for v in color_jitter)):
+    problems.append(f"config.data.color_jitter={tuple(color_jitter)!r}: (brightness, "
+                    "contrast, saturation), each in [0, 1), or None")
+  return problems
 
 
 def standardize(image: tf.Tensor, mode: str) -> tf.Tensor:
@@ -92,7 +127,45 @@ def decode_and_preprocess(encoded: tf.Tensor, seed: tf.Tensor, prep: Preprocessi
   same_size = tf.reduce_all(tf.equal(tf.shape(image)[:2], prep.resize_size))
   image = tf.cond(same_size, lambda: tf.cast(crop_and_flip(image), tf.float32), resized)
   image.set_shape((h, w, 3))
+  if train and prep.augments:
+    image = augment(image, seed, prep)
   return standardize(image, prep.standardization)
+
+
+def _rotation_and_zoom(angle: tf.Tensor, zoom: tf.Tensor, h: int, w: int) -> tf.Tensor:
+  """[8] projective transform (output -> input coordinates) rotating by `angle` radians and
+  zooming by `zoom` about the image centre."""
+  cos, sin = tf.cos(angle) / zoom, tf.sin(angle) / zoom
+  cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+  return tf.stack([cos, -sin, cx - cos * cx + sin * cy,
+                   sin, cos, cy - sin * cx - cos * cy, 0.0, 0.0])
+
+
+def augment(image: tf.Tensor, seed: tf.Tensor, prep: Preprocessing) -> tf.Tensor:
+  """The optional training augmentations (`Preprocessing`) of a [H, W, 3] float image."""
+  h, w = prep.image_size
+  angle, zoom = tf.constant(0.0), tf.constant(1.0)
+  if prep.random_rotate:
+    limit = prep.random_rotate * np.pi / 180
+    angle = tf.random.stateless_uniform([], seed + 2, -limit, limit)
+  if prep.random_scale:
+    zoom = tf.random.stateless_uniform([], seed + 3, *prep.random_scale)
+  if prep.random_rotate or prep.random_scale:
+    image = tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[None], transforms=_rotation_and_zoom(angle, zoom, h, w)[None],
+        output_shape=tf.constant([h, w]), fill_value=0.0, interpolation="BILINEAR",
+        fill_mode="CONSTANT")[0]
+  if prep.color_jitter:
+    brightness, contrast, saturation = prep.color_jitter
+    if brightness:
+      image = image + tf.random.stateless_uniform([], seed + 4, -brightness, brightness) * 255
+    if contrast:
+      image = tf.image.stateless_random_contrast(image, 1 - contrast, 1 + contrast, seed + 5)
+    if saturation:
+      image = tf.image.stateless_random_saturation(image, 1 - saturation, 1 + saturation,
+                                                   seed + 6)
+    image = tf.clip_by_value(image, 0.0, 255.0)
+  return image
 
 
 # A decoder's error, or (UnknownError) an exception raised by a record read in Python.
