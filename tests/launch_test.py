@@ -53,6 +53,8 @@ MODULES = {
     "facejax.evaluation.make_bin": "facejax/evaluation/make_bin.py",
     "facejax.convert": "facejax/convert.py",
     "facejax.tools": "facejax/tools/__main__.py",
+    "facejax.data.prepare": "facejax/data/prepare.py",
+    "facejax.data.synthetic_rec": "facejax/data/synthetic_rec.py",
 }
 # Modules whose command line takes positional arguments (a verb and its files).
 POSITIONAL = {"facejax.tools"}
