@@ -18,8 +18,11 @@ Per N, each in a fresh process (so its memory is its own):
   applies RandomHorizontalFlip + ToTensor + Normalize(0.5, 0.5) (written in numpy/torch,
   as torchvision's would).
 
-Throughput (at N = the first size): images/s of both, on the same cores, with the same
-worker count; per core = images/s / cores used.
+Throughput: images/s of both, on the same cores, with the same worker count; per core =
+images/s / cores used.
+
+Training (`--train`): `facejax.main --config=configs/nn1.py:smoke` on each .rec for 20 steps
+(P x K = 8 x 3, no evaluation), in a fresh process: its peak RSS and wall time.
 
   python benchmarks/record_pipeline_bench.py --make          # writes the three folders
   python benchmarks/record_pipeline_bench.py                 # the table
@@ -148,11 +151,37 @@ def run_torch(folder, steps, workers):
   for _ in range(steps):
     next(it)
   done = time.perf_counter()
+  del it, loader  # joins the workers, so that their peak RSS counts among the children
+  import gc
+  gc.collect()
   children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
   return {"import_s": imported - t0, "index_s": indexed - imported,
           "startup_s": first - imported, "images_per_s": steps * 128 / (done - first),
           "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
           "worker_rss_mib": children}
+
+
+def measure_training(folder, steps=20):
+  """Peak RSS (MiB) and wall time of a short `facejax.main` run on `folder`, in a wrapper
+  process of its own (RUSAGE_CHILDREN is the largest child's)."""
+  import tempfile
+  workdir = tempfile.mkdtemp(prefix="recbench_")
+  cmd = [sys.executable, "-m", "facejax.main", "--config=configs/nn1.py:smoke",
+         f"--workdir={workdir}", "--config.data.source=rec", f"--config.data.train_dir={folder}",
+         "--config.data.train_people=", "--config.data.source_crop=0",
+         f"--config.num_train_steps={steps}", "--config.checkpoint.every_steps=1000",
+         "--config.evals.lfw_dev_test.at_end=False", "--config.evals.lfw_view2.at_end=False"]
+  wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+             "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+             "print('RESULT', r.returncode, time.perf_counter() - t, "
+             "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024); "
+             "sys.stderr.write(r.stderr[-3000:])")
+  out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True,
+                       cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  line = [l for l in out.stdout.splitlines() if l.startswith("RESULT")][-1].split()
+  if line[1] != "0":
+    raise RuntimeError(f"training on {folder} failed:\n{out.stderr}")
+  return float(line[2]), float(line[3])
 
 
 def child(args):
@@ -182,6 +211,7 @@ def main():
   parser.add_argument("--steps", type=int, default=30)
   parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
   parser.add_argument("--sizes", default=",".join(str(n) for n, _ in SIZES))
+  parser.add_argument("--train", action="store_true", help="Also a short facejax.main run.")
   parser.add_argument("--child", default=None)
   parser.add_argument("--folder", default=None)
   args = parser.parse_args()
@@ -207,6 +237,12 @@ def main():
       print(f"| {n:,} | {kind} | {r['startup_s']:.2f} | {r['index_s']:.2f} | "
             f"{index} | {rss} | {r['images_per_s']:.0f} | "
             f"{r['images_per_s'] / cores:.0f} |", flush=True)
+  if args.train:
+    print("\n| N | facejax.main nn1:smoke, 20 steps: wall (s) | peak RSS MiB |")
+    print("|---|---|---|")
+    for n in (int(s) for s in args.sizes.split(",")):
+      wall, rss = measure_training(_folder(args.root, n))
+      print(f"| {n:,} | {wall:.1f} | {rss:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
