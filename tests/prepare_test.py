@@ -129,3 +129,20 @@ def test_cli_prepares_and_fails_in_one_line(folder, tmp_path):
   errors_shown = [line for line in bad.stderr.splitlines() if line.startswith("error: ")]
   assert len(errors_shown) == 1, bad.stderr[-2000:]
   assert "broken.jpg: corrupt" in errors_shown[0] or "empty.jpg: empty" in errors_shown[0]
+
+
+def test_tfds_input(folder, tmp_path):
+  from facejax.data import tfds_builders  # pylint: disable=import-outside-toplevel
+  for bad in ("broken.jpg", "empty.jpg", "gray.pgm"):  # TFDS itself would reject these
+    next(folder.rglob(bad)).unlink()
+  builder = tfds_builders.prepare_identity_folder(folder, tmp_path / "tfds")
+  name = builder.info.full_name.rsplit("/", 1)[0]  # facejax_identity_folder/<config>
+  prepare.prepare(prepare.parse_input(f"tfds:{name}", str(tmp_path / "tfds")),
+                  str(tmp_path / "ar"), workers=1, progress=False)
+  images, labels, names = _read_back(tmp_path / "ar")
+  assert names == sorted(PEOPLE)
+  expected = sorted((f.read_bytes(), names.index(f.parent.name)) for f in folder.rglob("*.jpg"))
+  assert sorted(zip(images, labels.tolist())) == expected  # TFDS stores the JPEG bytes as is
+  with pytest.raises(errors.DataError, match="tfds:no_such_dataset"):
+    prepare.prepare(prepare.parse_input("tfds:no_such_dataset", str(tmp_path / "tfds")),
+                    str(tmp_path / "ar2"), workers=1, progress=False)

@@ -3,10 +3,11 @@ every image once, here, instead of at each training start.
 
   python -m facejax.data.prepare --input=/data/faces_emore --output=/data/ms1mv2_ar
   python -m facejax.data.prepare --input=/data/my_identity_folders --output=/data/mine_ar
-  python -m facejax.data.prepare --input=tfds:my_faces/train --tfds_data_dir=... --output=...
+  python -m facejax.data.prepare --input=tfds:NAME[/CONFIG] --tfds_data_dir=... --output=...
 
 --input is an insightface folder (`train.rec`, `train.idx`, `property`), an identity folder
-(`<dir>/<identity>/<image>`) or `tfds:NAME[/SPLIT]` (features `image` and `label`). Train on
+(`<dir>/<identity>/<image>`) or `tfds:NAME[/CONFIG]` (features `image` and `label`, split
+`--tfds_split`; facejax's own TFDS builders are registered). Train on
 the output with `--config.data.source=array_record --config.data.train_dir=DIR`.
 
 Output (`record_tables` reads it): `images-SSSSS-of-NNNNN.array_record` (one encoded image
@@ -47,11 +48,13 @@ class SourceSpec:
   kind: str  # "rec" | "folder" | "tfds"
   location: str
   tfds_data_dir: str | None = None
+  tfds_split: str = "train"
 
 
-def parse_input(text: str, tfds_data_dir: str | None = None) -> SourceSpec:
+def parse_input(text: str, tfds_data_dir: str | None = None,
+                tfds_split: str = "train") -> SourceSpec:
   if text.startswith("tfds:"):
-    return SourceSpec("tfds", text[len("tfds:"):], tfds_data_dir)
+    return SourceSpec("tfds", text[len("tfds:"):], tfds_data_dir, tfds_split)
   if not os.path.isdir(text):
     raise errors.MissingDataError(f"--input={text}: no such folder (or use tfds:NAME)")
   if os.path.isfile(os.path.join(text, "train.rec")):
@@ -72,10 +75,14 @@ class _Reader:
       self.folder = identity_folder.scan_identity_folder(spec.location)
     else:
       import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-      name, _, split = spec.location.partition("/")
-      self.builder = tfds.builder(name, data_dir=spec.tfds_data_dir)
-      self.tfds = self.builder.as_data_source(
-          split=split or "train", decoders={"image": tfds.decode.SkipDecoding()})
+      from facejax.data import tfds_builders  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+      try:
+        self.builder = tfds.builder(spec.location, data_dir=spec.tfds_data_dir)
+        self.tfds = self.builder.as_data_source(
+            split=spec.tfds_split, decoders={"image": tfds.decode.SkipDecoding()})
+      except Exception as e:  # TFDS raises many types for a name, config or split it lacks
+        raise errors.DataError(f"--input=tfds:{spec.location} (split {spec.tfds_split!r}, "
+                               f"data_dir {spec.tfds_data_dir}): {e}") from None
 
   def list(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
     if self.spec.kind == "rec":
@@ -242,6 +249,7 @@ def _define_flags():
   flags.DEFINE_string("output", None, "The folder to write (resumes a partial one).",
                       required=True)
   flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir for a tfds: input.")
+  flags.DEFINE_string("tfds_split", "train", "TFDS split for a tfds: input.")
   flags.DEFINE_integer("records_per_shard", 10_000, "Images per ArrayRecord shard.")
   flags.DEFINE_integer("workers", None, "Worker processes (default: the CPU count).")
   flags.DEFINE_enum("bad_images", "skip", ["skip", "fail"], "Undecodable or too large images.")
@@ -252,7 +260,7 @@ def _define_flags():
 
 def main(argv):
   del argv
-  meta = prepare(parse_input(FLAGS.input, FLAGS.tfds_data_dir), FLAGS.output,
+  meta = prepare(parse_input(FLAGS.input, FLAGS.tfds_data_dir, FLAGS.tfds_split), FLAGS.output,
                  records_per_shard=FLAGS.records_per_shard, workers=FLAGS.workers,
                  bad_images=FLAGS.bad_images, non_rgb=FLAGS.non_rgb,
                  max_image_pixels=FLAGS.max_image_pixels)
