@@ -19,12 +19,10 @@ Variants (`--config=configs/nn1.py:<arg>`):
   cpu     reduced NN1 for a real CPU run (96x96 input, conv width 0.5,
           maxout 1024, BatchNorm, Adam 1e-3 cosine, 32x4 batches, 1,500
           steps): the run reported in the README. ~35-60 min on 2 CPU cores
-          (1.2-1.5 s/step alone). Measured result (2026-11, DevTest scored
-          in 10 folds of its own, `dev_test_10fold`): DevTest accuracy 0.830
-          (raw pixels 0.584, untrained 0.608), AUC 0.907; View 2 0.891
-          (View 2 includes the training people). By the View 1 protocol
-          (threshold from DevTrain) raw pixels give 0.590; the trained net
-          is not re-measured yet.
+          (1.2-1.5 s/step alone). Measured (re-run 2026-12-02): View 1 by
+          the protocol (threshold from DevTrain, applied to DevTest) 0.822,
+          AUC 0.911 (raw pixels 0.590); DevTest in 10 folds of its own
+          0.839; View 2 0.890 (View 2 includes the training people).
   smoke   tiny net, 32x32, 12 steps, checkpoint every 4: train -> checkpoint
           -> resume -> eval (DevTest in 10 folds of its own at step 8, that and
           View 2 at the end) on
