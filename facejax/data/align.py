@@ -358,7 +358,8 @@ def _report(records, files, spec_json, seconds, processed) -> dict:
             for s in ("aligned", "fallback", "skipped", "error")}
   multi = sum(int(r.get("num_faces") or 0) > 1 for r in rows)
   return {"spec": spec_json, "detector_versions": detector_versions(),
-          "images": len(files), "counts": counts, "several_faces": multi, "processed_this_run": processed,
+          "images": len(files), "counts": counts, "several_faces": multi,
+          "processed_this_run": processed,
           "seconds_this_run": round(seconds, 1),
           "images_per_second": round(processed / seconds, 2) if processed and seconds else None,
           "no_face": [{"path": r["path"], "applied": r["status"], "detail": r.get("detail", "")}

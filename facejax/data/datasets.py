@@ -138,8 +138,9 @@ def _record_source(data: ml_collections.ConfigDict) -> TrainSource:
         f"folder; a {data.source!r} source trains on all its classes (set it to None, or "
         "--config.data.train_people= on the command line)")
   if data.source == "rec":
-    index = recordio.InsightfaceRec(train_image_root(data)).label_index()
-    table = record_tables.rec_table(data.train_dir, index.keys)
+    rec = recordio.InsightfaceRec(train_image_root(data))
+    index = rec.label_index()
+    table = record_tables.rec_table(rec, index.keys)
     labels, num_classes = index.labels, index.num_classes
     names = tuple(str(c) for c in range(num_classes))
   else:

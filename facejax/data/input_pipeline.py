@@ -8,7 +8,8 @@ iterator state to checkpoint.
 """
 
 import dataclasses
-from typing import Iterator, Sequence
+from collections.abc import Callable
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -172,6 +173,23 @@ def augment(image: tf.Tensor, seed: tf.Tensor, prep: Preprocessing) -> tf.Tensor
 _LOAD_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.UnknownError)
 
 
+def first_bad_image(indices, read: Callable[[int], Any], name: Callable[[int], str]
+                    ) -> errors.DataError:
+  """The error of the first image among `indices` that cannot be read (`read` raises a
+  DataError) or that TensorFlow cannot decode, for a table's `first_bad`."""
+  for i in indices:
+    try:
+      data = read(int(i))
+    except errors.DataError as e:
+      return e
+    try:
+      tf.io.decode_image(data, channels=3, expand_animations=False)
+    except tf.errors.InvalidArgumentError as e:
+      return ImageDecodeError(name(int(i)), e.message)
+  return errors.DataError("a batch failed to load, but each of its images reads and decodes "
+                          "on its own")
+
+
 class ImageDecodeError(errors.DataError):
   """An image could not be decoded; the message names the file."""
 
@@ -213,13 +231,8 @@ class ImageTable:
 
   def first_bad(self, indices) -> errors.DataError:
     """The decode error of the first image among `indices` that TensorFlow cannot decode."""
-    for i in indices:
-      try:
-        tf.io.decode_image(self.read(tf.constant(int(i))), channels=3, expand_animations=False)
-      except tf.errors.InvalidArgumentError as e:
-        return ImageDecodeError(self.paths[int(i)], e.message)
-    return errors.DataError("a batch failed to decode, but each of its images decodes on "
-                            "its own")
+    return first_bad_image(indices, lambda i: self.read(tf.constant(i)),
+                           lambda i: self.paths[i])
 
   def _read_original(self, index: tf.Tensor) -> tf.Tensor:
     if self._encoded_t is not None:

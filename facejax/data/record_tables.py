@@ -59,22 +59,11 @@ class RecordTable:
 
   def first_bad(self, indices: Iterable[int]) -> errors.DataError:
     """The error of the first record among `indices` that cannot be read or decoded."""
-    for i in indices:
-      try:
-        data = self._read_row(int(i))
-      except errors.DataError as e:
-        return e
-      try:
-        tf.io.decode_image(data, channels=3, expand_animations=False)
-      except tf.errors.InvalidArgumentError as e:
-        return input_pipeline.ImageDecodeError(self.name(int(i)), e.message)
-    return errors.DataError("a batch failed to load, but each of its records reads and "
-                            "decodes on its own")
+    return input_pipeline.first_bad_image(indices, self._read_row, self.name)
 
 
-def rec_table(folder: str | os.PathLike, keys: np.ndarray) -> RecordTable:
-  """Rows 0..N-1 are the image records `keys` of `folder/train.rec` (IRHeader stripped)."""
-  rec = recordio.InsightfaceRec(folder)
+def rec_table(rec: recordio.InsightfaceRec, keys: np.ndarray) -> RecordTable:
+  """Rows 0..N-1 are the image records `keys` of `rec` (IRHeader stripped)."""
   keys = np.asarray(keys, np.int64)
 
   def read_row(row):
