@@ -2,7 +2,7 @@ r"""Per-net CPU benchmark: facejax (JAX/Flax) vs a PyTorch port of the same net.
 
 For each net: parameter count (Flax "params" collection; torch `parameters()`,
 BN running stats excluded on both sides), multiply-adds per image (XLA cost
-analysis FLOPs / 2 of the compiled inference forward pass), and images/s of a
+`facejax.models.flops.multiply_adds`: conv + dense, as papers count them), and images/s of a
 training step and of inference, for JAX and PyTorch, timed interleaved
 (JAX, torch, JAX, torch, ...) in one process so both see the same machine load.
 
@@ -37,9 +37,12 @@ from configs import common, nn1
 import _common
 import train_step_bench as tsb
 
-NETS = ["nn1", "nn2", "nn4", "nns2", "nn4_small2", "inception_resnet_v1", "sphereface20"]
+NETS = ["nn1", "nn2", "nn4", "nns2", "nn4_small2", "inception_resnet_v1", "sphereface20",
+        "iresnet50", "mobilefacenet"]
 # net -> default batch (P identities x K=4 images)
 DEFAULT_BATCH = {"nn2": 16}
+# Not in the default run (--nets names them): iresnet18/34/100/200, mobilefacenet_large.
+EXTRA_NETS = ["iresnet18", "iresnet34", "iresnet100", "iresnet200", "mobilefacenet_large"]
 K = 4
 
 # ---------------------------------------------------------------------------
@@ -288,6 +291,75 @@ def build_torch_net(name, model_kwargs, hw):
 
     return Net()
 
+  if name.startswith("iresnet"):
+    from facejax.models.iresnet import BLOCKS, STAGE_WIDTHS as IR_WIDTHS
+
+    class IBlock(nn.Module):
+      def __init__(self, cin, c, s):
+        super().__init__()
+        self.f = nn.Sequential(nn.BatchNorm2d(cin, eps=1e-5), nn.Conv2d(cin, c, 3, 1, 1, bias=False),
+                               nn.BatchNorm2d(c, eps=1e-5), nn.PReLU(c),
+                               nn.Conv2d(c, c, 3, s, 1, bias=False), nn.BatchNorm2d(c, eps=1e-5))
+        self.down = (nn.Sequential(nn.Conv2d(cin, c, 1, s, bias=False), nn.BatchNorm2d(c, eps=1e-5))
+                     if s != 1 or cin != c else None)
+
+      def forward(self, x):
+        return self.f(x) + (x if self.down is None else self.down(x))
+
+    class Net(nn.Module):
+      def __init__(self):
+        super().__init__()
+        layers, c = [nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64)], 64
+        for n, w in zip(BLOCKS[int(name[len("iresnet"):])], IR_WIDTHS):
+          layers += [IBlock(c if i == 0 else w, w, 2 if i == 0 else 1) for i in range(n)]
+          c = w
+        layers.append(nn.BatchNorm2d(512))
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(infer_flat(self.features), model_kwargs.get("embedding_dim", 512))
+        self.bn = nn.BatchNorm1d(self.fc.out_features)
+        self.bn.weight.requires_grad_(False)  # arcface_torch freezes this gamma
+
+      def forward(self, x):
+        return l2norm(self.bn(self.fc(flat_hwc(self.features(x)))))
+
+    return Net()
+
+  if name in ("mobilefacenet", "mobilefacenet_large"):
+    blocks, k = ((1, 4, 6, 2), 2) if name == "mobilefacenet" else ((2, 8, 12, 4), 4)
+
+    def cbn(cin, cout, kernel=1, s=1, g=1, p=0, act=True):
+      mods = [nn.Conv2d(cin, cout, kernel, s, p, groups=g, bias=False), nn.BatchNorm2d(cout)]
+      return nn.Sequential(*mods, *([nn.PReLU(cout)] if act else []))
+
+    class DW(nn.Module):
+      def __init__(self, cin, cout, g, s=1, residual=False):
+        super().__init__()
+        self.residual = residual
+        self.f = nn.Sequential(cbn(cin, g), cbn(g, g, 3, s, g, 1), cbn(g, cout, act=False))
+
+      def forward(self, x):
+        return x + self.f(x) if self.residual else self.f(x)
+
+    def res(c, n, g):
+      return [DW(c, c, g, residual=True) for _ in range(n)]
+
+    class Net(nn.Module):
+      def __init__(self):
+        super().__init__()
+        c64, c128 = 64 * k, 128 * k
+        first = [cbn(c64, c64, 3, 1, 64, 1)] if blocks[0] == 1 else res(c64, blocks[0], 128)
+        self.features = nn.Sequential(
+            cbn(3, c64, 3, 2, 1, 1), *first, DW(c64, c64, 128, 2), *res(c64, blocks[1], 128),
+            DW(c64, c128, 256, 2), *res(c128, blocks[2], 256), DW(c128, c128, 512, 2),
+            *res(c128, blocks[3], 256), cbn(c128, 512), cbn(512, 512, 7, 1, 512, act=False),
+            nn.Flatten(), nn.Linear(512, model_kwargs.get("embedding_dim", 512), bias=False),
+            nn.BatchNorm1d(model_kwargs.get("embedding_dim", 512)))
+
+      def forward(self, x):
+        return l2norm(self.features(x))
+
+    return Net()
+
   raise ValueError(name)
 
 
@@ -324,7 +396,7 @@ def setup_jax(config, hw, batch_np):
   import jax
   from facejax import optimizers
   from facejax import train as ftrain
-  from facejax.models import create_model
+  from facejax.models import create_model, flops
 
   model = create_model(config.model)
   tx = optimizers.create_optimizer(config.optimizer, config.num_train_steps)
@@ -340,7 +412,7 @@ def setup_jax(config, hw, batch_np):
   fwd = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
   fwd_c = fwd.lower(state.model_vars(), batch["image"]).compile()
   compile_s = time.perf_counter() - t0
-  flops = tsb.flops_of(fwd_c)
+  macs = flops.multiply_adds(model, (*hw, 3))
   holder = {"state": state}
 
   def train_one():
@@ -351,7 +423,7 @@ def setup_jax(config, hw, batch_np):
   def infer_one():
     jax.block_until_ready(fwd_c(holder["state"].model_vars(), batch["image"]))
 
-  return train_one, infer_one, n_params, flops, compile_s
+  return train_one, infer_one, n_params, macs, compile_s
 
 
 def setup_torch(model, batch_np, margin=0.2):
@@ -395,8 +467,8 @@ def main(argv=None):
   args = p.parse_args(argv)
   nets = [n.strip() for n in args.nets.split(",") if n.strip()]
   for n in nets:
-    if n not in NETS:
-      p.error(f"unknown net {n!r}; choose from {','.join(NETS)}")
+    if n not in NETS + EXTRA_NETS:
+      p.error(f"unknown net {n!r}; choose from {','.join(NETS + EXTRA_NETS)}")
 
   import jax
   import torch
@@ -416,8 +488,8 @@ def main(argv=None):
     batch_np = synthetic_batch(batch, hw)
     torch.manual_seed(0)
     tmodel = build_torch_net(net, kw, hw)
-    n_torch = sum(q.numel() for q in tmodel.parameters())
-    j_train, j_inf, n_jax, flops, compile_s = setup_jax(config, hw, batch_np)
+    n_torch = sum(q.numel() for q in tmodel.parameters() if q.requires_grad)
+    j_train, j_inf, n_jax, macs, compile_s = setup_jax(config, hw, batch_np)
     t_train, t_inf = setup_torch(tmodel, batch_np)
     same = n_jax == n_torch
     print(f"-- {net} {hw[0]}x{hw[1]} batch {batch}: params jax {n_jax:,} torch {n_torch:,} "
@@ -425,11 +497,10 @@ def main(argv=None):
           + f"; compile {compile_s:.1f} s; load {_common.loadavg()}")
     tr = _common.interleaved({"jax": j_train, "torch": t_train}, args.warmup, args.steps)
     inf = _common.interleaved({"jax": j_inf, "torch": t_inf}, args.warmup, args.steps)
-    macs = flops / 2 / batch if flops else None
     print(f"   train s/step jax {tr['jax']:.3f} torch {tr['torch']:.3f}; "
           f"infer s/batch jax {inf['jax']:.3f} torch {inf['torch']:.3f}")
     rows.append([net, f"{hw[0]}x{hw[1]}", batch, f"{n_jax:,}" + ("" if same else " !"),
-                 f"{macs / 1e6:,.0f}M" if macs else "n/a",
+                 f"{macs / 1e6:,.0f}M",
                  f"{batch / tr['jax']:.1f}", f"{batch / tr['torch']:.1f}",
                  f"{tr['torch'] / tr['jax']:.2f}",
                  f"{batch / inf['jax']:.1f}", f"{batch / inf['torch']:.1f}",
@@ -437,7 +508,7 @@ def main(argv=None):
     del tmodel
 
   print("\n== Results (images/s, median of timed steps; ratio = JAX/PyTorch images/s, >1: JAX "
-        "faster; MACs = XLA forward flops/2 per image; '!' = torch param count differs) ==")
+        "faster; MACs = conv + dense multiply-adds per image (facejax.models.flops); '!' = torch param count differs) ==")
   _common.print_table(["net", "input", "batch", "params", "MACs/img", "train jax", "train torch",
                        "train ratio", "infer jax", "infer torch", "infer ratio", "load1"], rows)
   print(f"load average at end: {_common.loadavg()}")

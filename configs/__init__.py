@@ -15,6 +15,9 @@ def get_config(spec: str) -> ml_collections.ConfigDict:
   return importlib.import_module(f"configs.{name}").get_config(arg or None)
 
 
-# Every experiment file of this package (common.py is the base, not an experiment).
-EXPERIMENTS = ("inception_resnet_v1", "inception_resnet_v1_finetune", "nn1", "nn2", "nn3", "nn4",
-               "nn4_small2", "nn4_small2_center", "nns1", "nns2", "sphereface20")
+# Every experiment file of this package (common.py is the base and insightface.py the
+# base of the RecordIO recipes, not experiments).
+EXPERIMENTS = ("casia_irv1_softmax", "glint360k_r100_pfc", "inception_resnet_v1",
+               "inception_resnet_v1_finetune", "lfw_iresnet18_arcface", "ms1mv3_r50_arcface",
+               "nn1", "nn2", "nn3", "nn4", "nn4_small2", "nn4_small2_center", "nns1", "nns2",
+               "sphereface20")

@@ -39,7 +39,7 @@ def parse_variant(arg: str | None, where: str, variants: tuple[str, ...]) -> str
 
 
 def optimizer(name: str, learning_rate: float, *, schedule: dict | None = None,
-              weight_decay: float = 0.0, grad_clip_norm: float = 0.0,
+              weight_decay: float = 0.0, grad_clip_norm: float = 0.0, accumulate_steps: int = 1,
               **kwargs) -> ml_collections.ConfigDict:
   """`config.optimizer`: `optax.<name>(learning_rate=<schedule>, **kwargs)`.
 
@@ -50,11 +50,14 @@ def optimizer(name: str, learning_rate: float, *, schedule: dict | None = None,
   weight_decay: an L2 term added to the gradient, the classic "weight decay" of
     the seeds' recipes (AdamW takes its decoupled `weight_decay` in kwargs).
   grad_clip_norm: clip the global gradient norm to this; 0 turns it off.
+  accumulate_steps: k > 1 averages the gradients of k steps and applies them once
+    (`optax.MultiSteps`; arcface_torch's `gradient_acc`), the schedule counting updates.
   """
   return ml_collections.ConfigDict(dict(
       name=name, learning_rate=learning_rate, kwargs=dict(kwargs),
       schedule=dict(schedule or dict(name="constant", warmup_steps=0)),
-      weight_decay=weight_decay, grad_clip_norm=grad_clip_norm)).lock()
+      weight_decay=weight_decay, grad_clip_norm=grad_clip_norm,
+      accumulate_steps=accumulate_steps)).lock()
 
 
 def loss(name: str, **hparams) -> ml_collections.ConfigDict:
@@ -122,6 +125,9 @@ def base(*, model: dict, optimizer: ml_collections.ConfigDict,  # pylint: disabl
   c.loss = ml_collections.ConfigDict(loss or dict(name="semi_hard", margin=0.2))
   c.optimizer = optimizer
   c.device_prefetch = 2  # batches kept on device ahead of the step
+  # > 0: keep an exponential moving average of the weights (TF's rule with num_updates,
+  # davidsandberg's 0.9999) and evaluate and export it; 0: off.
+  c.ema_decay = 0.0
   c.num_train_steps = 20_000
   c.log_every_steps = 50
   # A workdir whose newest checkpoint initialises the net of a fresh run

@@ -14,7 +14,7 @@ Safety: Orbax writes a step into a temporary directory and renames it when
 complete, so a process killed mid-write leaves no step that looks finished
 (the leftover temporary directory is removed by the next writable manager).
 A finished step can still be damaged later (a truncated copy, a bad disk),
-so `meta.digest` holds a SHA-256 of every array; `restore_latest_good`
+so `meta.digest` holds a digest of every array (`tree_digest`); `restore_latest_good`
 verifies it and falls back to the newest step that restores and verifies,
 moving the damaged ones to `<workdir>/checkpoints_corrupt/` so that the
 resumed run can write those steps again.
@@ -29,6 +29,7 @@ from typing import Any
 from absl import logging
 from etils import epath
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -102,7 +103,8 @@ class _DropReadOnlyNotice(logging_std.Filter):
 def checkpoint_meta(config: ml_collections.ConfigDict, step: int, *, lr_scale: float = 1.0,
                     rollbacks: int = 0) -> dict[str, Any]:
   return {"model": config.model.to_dict(), "image_size": list(hw(config.data.image_size)),
-          "step": int(step), "lr_scale": float(lr_scale), "rollbacks": int(rollbacks)}
+          "step": int(step), "lr_scale": float(lr_scale), "rollbacks": int(rollbacks),
+          "ema": bool(config.get("ema_decay", 0.0))}
 
 
 # Model keys that change how the arrays are used, not what they are: a
@@ -110,8 +112,15 @@ def checkpoint_meta(config: ml_collections.ConfigDict, step: int, *, lr_scale: f
 _RUNTIME_MODEL_KEYS = frozenset({"dtype", "dropout_rate", "bn_momentum"})
 
 
-def check_compatible(meta: dict[str, Any], config: ml_collections.ConfigDict, where: str):
-  """Raises IncompatibleCheckpointError if `meta` disagrees with `config.model`."""
+def check_compatible(meta: dict[str, Any], config: ml_collections.ConfigDict, where: str,
+                     resuming: bool = False):
+  """Raises IncompatibleCheckpointError if `meta` disagrees with `config.model`, or, when
+  `resuming` a run, with whether it keeps an EMA (which changes the items' layout)."""
+  if resuming and bool(meta.get("ema", False)) != bool(config.get("ema_decay", 0.0)):
+    raise IncompatibleCheckpointError(
+        f"checkpoint {where} was written {'with' if meta.get('ema') else 'without'} an EMA of "
+        f"the weights but the config has ema_decay={config.get('ema_decay', 0.0)!r}: resume "
+        f"with the setting it was written with, or start a new workdir")
   saved = meta.get("model", {})
   # Compare in JSON form: the saved meta turned tuples into lists.
   want = json.loads(json.dumps(config.model.to_dict()))
@@ -135,14 +144,10 @@ def _key_name(key) -> str:
   return str(key)
 
 
-def tree_digest(tree) -> str:
-  """SHA-256 over every leaf's key path, dtype, shape and bytes.
+def _byte_digest(tree) -> str:
+  """Version 1 (checkpoints written before 2026-12-02): SHA-256 of each leaf's first shard.
 
-  Paths are spelt as plain names ("opt_state/0/mu/conv1/kernel") and sorted,
-  so the digest is the same for the trainer's tree (optax named tuples) and
-  for the plain dicts Orbax restores without a target. Replicated arrays are
-  read from this host's first shard, so every host of a multi-host run
-  computes the same digest without a gather.
+  Right for replicated arrays only; kept to verify the checkpoints it wrote.
   """
   leaves = []
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
@@ -158,9 +163,76 @@ def tree_digest(tree) -> str:
   return h.hexdigest()
 
 
+# Odd 32-bit constants; each gives one lane of the fingerprint.
+_LANES = np.array([0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D, 0x27D4EB2F], np.uint32)
+
+
+def _words(x: jax.Array) -> jax.Array:
+  """The array's bits as uint32 words, [rows, words per row] (rows: the leading axis)."""
+  x = jnp.asarray(x)
+  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  if x.dtype == jnp.bool_:
+    x = x.astype(jnp.uint8)
+  x = x.reshape((x.shape[0], -1)) if x.ndim else x.reshape((1, 1))
+  size = x.dtype.itemsize
+  if size == 8:
+    return jax.lax.bitcast_convert_type(x, jnp.uint32).reshape((x.shape[0], -1))
+  unsigned = {4: jnp.uint32, 2: jnp.uint16, 1: jnp.uint8}[size]
+  return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+
+
+@jax.jit
+def _fingerprints(leaves: list) -> list:
+  """Per leaf, 4 uint32 position-weighted sums of its words (wrapping arithmetic).
+
+  Sums are reductions, so on a sharded array XLA adds each device's part and
+  every host receives the same numbers, whatever the mesh: nothing is
+  gathered. Each word's weight is odd, so any change of a single word changes
+  every lane; that is what a checksum against a truncated or altered file
+  needs (it is not a defence against deliberate tampering).
+  """
+  out = []
+  for leaf in leaves:
+    w = _words(leaf)
+    rows = jax.lax.broadcasted_iota(jnp.uint32, w.shape, 0)
+    cols = jax.lax.broadcasted_iota(jnp.uint32, w.shape, 1)
+    lanes = [jnp.sum(w * ((rows * m + cols * (m ^ np.uint32(0x5BD1E995)) + m) | np.uint32(1)),
+                     dtype=jnp.uint32) for m in _LANES]
+    out.append(jnp.stack(lanes))
+  return out
+
+
+def tree_digest(tree) -> str:
+  """SHA-256 over every leaf's key path, dtype, shape and fingerprint (`_fingerprints`).
+
+  Paths are spelt as plain names ("opt_state/0/mu/conv1/kernel") and sorted,
+  so the digest is the same for the trainer's tree (optax named tuples) and
+  for the plain dicts Orbax restores without a target. The fingerprints are
+  computed where the arrays live: a Partial FC head sharded over the mesh is
+  never gathered, every host of a multi-host run gets the same digest, and a
+  checkpoint written on 8 devices verifies when restored on 1.
+  """
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  names = ["/".join(_key_name(k) for k in path) for path, _ in flat]
+  leaves = [leaf for _, leaf in flat]
+  prints = jax.device_get(_fingerprints(leaves)) if leaves else []
+  h = hashlib.sha256()
+  for name, leaf, fp in sorted(zip(names, leaves, prints), key=lambda item: item[0]):
+    dtype = np.dtype(jax.random.key_data(leaf).dtype if jax.dtypes.issubdtype(
+        leaf.dtype, jax.dtypes.prng_key) else leaf.dtype)
+    h.update(f"{name}|{dtype.str}|{tuple(np.shape(leaf))}|".encode())
+    h.update(np.asarray(fp, np.uint32).tobytes())
+  return h.hexdigest()
+
+
+DIGEST_VERSION = 2
+
+
 def save(manager: ocp.CheckpointManager, step: int, model_vars: dict, train_vars: dict,
          meta: dict, force: bool = False) -> bool:
-  meta = dict(meta, digest={"model": tree_digest(model_vars), "train": tree_digest(train_vars)})
+  meta = dict(meta, digest={"model": tree_digest(model_vars), "train": tree_digest(train_vars)},
+              digest_version=DIGEST_VERSION)
   return manager.save(step, args=ocp.args.Composite(
       model=ocp.args.StandardSave(model_vars),
       train=ocp.args.StandardSave(train_vars),
@@ -194,7 +266,7 @@ def restore_verified(manager: ocp.CheckpointManager, step: int, config: ml_colle
     meta = restore_meta(manager, step)
   except Exception as e:  # noqa: BLE001 -- any read failure means a damaged step
     raise CorruptCheckpointError(f"{where}: meta item unreadable: {_short(e)}") from e
-  check_compatible(meta, config, where)
+  check_compatible(meta, config, where, resuming=train_target is not None)
   try:
     model_vars, train_vars = restore(manager, step, model_target, train_target)
   except Exception as e:  # noqa: BLE001
@@ -204,9 +276,10 @@ def restore_verified(manager: ocp.CheckpointManager, step: int, config: ml_colle
     items = {"model": model_vars}
     if train_vars is not None:
       items["train"] = train_vars
+    digest_of = tree_digest if meta.get("digest_version") == DIGEST_VERSION else _byte_digest
     for name, tree in items.items():
-      if tree_digest(tree) != digest.get(name):
-        raise CorruptCheckpointError(f"{where}: the {name} item does not match its SHA-256 digest")
+      if digest_of(tree) != digest.get(name):
+        raise CorruptCheckpointError(f"{where}: the {name} item does not match its digest")
   return meta, model_vars, train_vars
 
 

@@ -95,13 +95,14 @@ def _check_values(config: ml_collections.ConfigDict) -> list[str]:
   return problems
 
 
-def _check_constructors(config: ml_collections.ConfigDict) -> list[str]:
+def _check_constructors(config: ml_collections.ConfigDict, num_devices: int = 1) -> list[str]:
   """Builds the net, the optimizer and the objective dry; each names its own bad key."""
   problems = []
   for build in (lambda: models.create_model(config.model),
                 lambda: optimizers.create_optimizer(config.optimizer, config.num_train_steps),
                 lambda: make_objective(config.loss, num_classes=2,
-                                       feature_dim=config.model.get("embedding_dim", 8)),
+                                       feature_dim=config.model.get("embedding_dim", 8),
+                                       num_shards=num_devices),
                 lambda: registry.build_all(config),
                 lambda: _augmentations(config.data)):
     try:
@@ -134,6 +135,13 @@ def _combinations(config: ml_collections.ConfigDict, num_devices: int) -> list[s
   if config.batch_size % num_devices:
     problems.append(f"config.batch_size={config.batch_size} is not divisible by the "
                     f"{num_devices} devices of the mesh")
+  if (config.loss.name == "partial_fc" and config.loss.get("sample_rate", 1.0) < 1.0
+      and config.optimizer.get("accumulate_steps", 1) > 1):
+    # Each micro-step samples its own centers; the accumulated update would need their union.
+    problems.append(f"config.optimizer.accumulate_steps={config.optimizer.accumulate_steps} "
+                    f"with config.loss.sample_rate={config.loss.sample_rate}: gradient "
+                    "accumulation is not supported with a sampled Partial FC head (use "
+                    "sample_rate=1.0 or accumulate_steps=1)")
   if is_triplet and config.images_per_identity < 2:
     problems.append(f"config.images_per_identity={config.images_per_identity} must be >= 2 "
                     "to form anchor-positive pairs")
@@ -191,7 +199,7 @@ def _check_image_size(config: ml_collections.ConfigDict) -> list[str]:
 
 def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
   """Raises ConfigError naming every bad key of `config` for a mesh of `num_devices`."""
-  for stage in (_check_values, _check_constructors,
+  for stage in (_check_values, lambda c: _check_constructors(c, num_devices),
                 lambda c: _combinations(c, num_devices), _check_image_size):
     problems = stage(config)
     if problems:

@@ -43,10 +43,20 @@ def _step(lr: float, num_steps: int, warmup_steps: int, boundaries: tuple[int, .
       lr, {int(b) - warmup_steps: decay_factor for b in boundaries})
 
 
+def _polynomial(lr: float, num_steps: int, warmup_steps: int, power: float = 1.0,
+                final_lr_fraction: float = 0.0) -> optax.Schedule:
+  """`lr (1 - t / T)^power` down to `lr * final_lr_fraction` over the T steps after warm-up.
+
+  power 1 with a linear warm-up from 0 is arcface_torch's `PolynomialLRWarmup`.
+  """
+  return optax.polynomial_schedule(lr, lr * final_lr_fraction, power,
+                                   max(1, num_steps - warmup_steps))
+
+
 # name -> schedule(lr, num_steps, warmup_steps, **config.optimizer.schedule keys) for
 # the steps after warm-up.
 SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
-    "constant": _constant, "cosine": _cosine, "step": _step}
+    "constant": _constant, "cosine": _cosine, "step": _step, "polynomial": _polynomial}
 
 
 def call_with_section(fn: Callable[..., Any], args: tuple, section: dict, path: str,
@@ -82,8 +92,22 @@ def create_learning_rate_schedule(cfg: ml_collections.ConfigDict, num_steps: int
 def create_optimizer(cfg: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
   """`optax.<cfg.name>(schedule, **cfg.kwargs)`, after gradient clipping and the L2 term.
 
-  Raises ConfigError naming the key for an unknown optimizer, schedule or keyword.
+  `cfg.accumulate_steps` = k > 1 wraps it all in `optax.MultiSteps`: the
+  gradients of k train steps are averaged and applied once (an effective
+  batch of k x batch_size), and the schedule counts those updates, i.e. runs
+  over num_steps // k. Raises ConfigError naming the key for an unknown
+  optimizer, schedule or keyword.
   """
+  k = cfg.get("accumulate_steps", 1)
+  if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+    raise ConfigError(f"config.optimizer.accumulate_steps={k!r}: must be an int >= 1")
+  if k > 1:
+    return optax.MultiSteps(_create_optimizer(cfg, max(1, num_steps // k)),
+                            every_k_schedule=k).gradient_transformation()
+  return _create_optimizer(cfg, num_steps)
+
+
+def _create_optimizer(cfg: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
   name = cfg.name
   factory = getattr(optax, name, None) if isinstance(name, str) else None
   if factory is None or "learning_rate" not in inspect.signature(factory).parameters:

@@ -27,6 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from facejax import checkpointing
 from facejax import config_checks
 from facejax import optimizers
+from facejax import sharding
 from facejax.data import datasets
 from facejax.data import input_pipeline, sampling
 from facejax.evaluation import registry
@@ -47,6 +48,8 @@ class TrainState:
   which the head moves by its own rule. Both are training-only: they are
   saved in the "train" checkpoint item, not in "model". `lr_scale` (float32)
   multiplies every update: the divergence guard lowers it on a rollback.
+  `ema_params` (`{}` unless `config.ema_decay` > 0) is the exponential moving
+  average of `params`, which evaluation uses (`eval_vars`).
   """
   step: jax.Array
   params: Any
@@ -56,15 +59,34 @@ class TrainState:
   head: Any = flax.struct.field(default_factory=dict)
   loss_state: Any = flax.struct.field(default_factory=dict)
   lr_scale: jax.Array = flax.struct.field(default_factory=lambda: jnp.ones((), jnp.float32))
+  ema_params: Any = flax.struct.field(default_factory=dict)
 
   def model_vars(self) -> dict:
+    """The trained weights: {"params", "batch_stats"}."""
     return {"params": self.params, "batch_stats": self.batch_stats}
+
+  def eval_vars(self) -> dict:
+    """What evaluation and export use: the EMA of the params when there is one (with the
+    live BatchNorm statistics, themselves moving averages), else `model_vars()`.
+    This is the checkpoint's "model" item."""
+    return {"params": self.ema_params or self.params, "batch_stats": self.batch_stats}
 
   def train_vars(self) -> dict:
     """The "train" checkpoint item. `lr_scale` is kept in the meta item (a JSON number), so
-    the item's layout, and checkpoints written before the scale joined the state, stay valid."""
+    the item's layout, and checkpoints written before the scale joined the state, stay valid.
+    With an EMA the "model" item holds the averaged params, and the live ones are here."""
+    extra = {"params": self.params} if self.ema_params else {}
     return {"opt_state": self.opt_state, "step": self.step, "rng": self.rng,
-            "head": self.head, "loss_state": self.loss_state}
+            "head": self.head, "loss_state": self.loss_state, **extra}
+
+  def with_checkpoint(self, model_vars: dict, train_vars: dict) -> "TrainState":
+    """This state with a checkpoint's items (`eval_vars()`, `train_vars()` layout) put back."""
+    train_vars = dict(train_vars)
+    if self.ema_params:
+      return self.replace(params=train_vars.pop("params"), ema_params=model_vars["params"],
+                          batch_stats=model_vars["batch_stats"], **train_vars)
+    return self.replace(params=model_vars["params"], batch_stats=model_vars["batch_stats"],
+                        **train_vars)
 
   def trainable(self) -> dict:
     return {"model": self.params, "head": self.head}
@@ -99,38 +121,57 @@ def create_train_state(config: ml_collections.ConfigDict, model: nn.Module,
   init = jax.jit(functools.partial(model.init, train=False))
   variables = init(init_rng, jnp.zeros((1, h, w, 3), jnp.float32))
   params = variables["params"]
+  ema = jax.tree.map(jnp.copy, params) if config.get("ema_decay", 0.0) else {}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get("batch_stats", {}),
                     opt_state=tx.init({"model": params, "head": head}),
-                    rng=jax.random.key_data(state_rng), head=head, loss_state=head_vars)
+                    rng=jax.random.key_data(state_rng), head=head, loss_state=head_vars,
+                    ema_params=ema)
+
+
+def ema_decay_at(decay: float, step: jax.Array) -> jax.Array:
+  """TF's `ExponentialMovingAverage(decay, num_updates)`: min(decay, (1 + t) / (10 + t)),
+  davidsandberg's `moving_average_decay` (0.9999): early averages follow the weights."""
+  t = step.astype(jnp.float32)
+  return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
 
 
 def train_step(state: TrainState, batch: dict, *, model: nn.Module,
-               tx: optax.GradientTransformation, objective: Head) -> tuple[TrainState, dict]:
+               tx: optax.GradientTransformation, objective: Head,
+               ema_decay: float = 0.0) -> tuple[TrainState, dict]:
   """One optimizer step on the global batch.
 
   Args:
     state: replicated TrainState.
     batch: image [B, H, W, 3] float32, label [B] int32, mask [B] bool, sharded on "data".
+    ema_decay: > 0 moves `state.ema_params` towards the new params (`ema_decay_at`).
   Returns:
     (new state, metrics dict of scalars).
   """
   step_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+  # Partial FC draws its centers from a stream of its own: a function of (seed, step).
+  sample_rng = jax.random.fold_in(step_rng, 1)
 
   def compute_loss(trainable):
     (emb, features), net_updates = model.apply(
         {"params": trainable["model"], "batch_stats": state.batch_stats}, batch["image"],
         train=True, rngs={"dropout": step_rng}, mutable=["batch_stats"])
     # The objective's one call: the loss, and its own state (the centers) moved by its rule.
+    # "update_mask": the rows a sampling head (Partial FC) used, the only ones to update.
     (loss, metrics), head_updates = objective.apply(
         {"params": trainable["head"], **state.loss_state}, emb, features,
         labels=batch["label"], mask=batch["mask"], step=state.step,
-        mutable=list(state.loss_state))
-    return loss, (metrics, net_updates, head_updates, emb)
+        rngs={"sample": sample_rng}, mutable=list(state.loss_state) + ["update_mask"])
+    head_updates = dict(head_updates)
+    update_mask = head_updates.pop("update_mask", {})
+    return loss, (metrics, net_updates, head_updates, update_mask, emb)
 
-  (loss, (metrics, net_updates, head_updates, emb)), grads = jax.value_and_grad(
+  (loss, (metrics, net_updates, head_updates, update_mask, emb)), grads = jax.value_and_grad(
       compute_loss, has_aux=True)(state.trainable())
   updates, opt_state = tx.update(grads, state.opt_state, state.trainable())
+  if update_mask:
+    updates, opt_state = sharding.row_masked_update(
+        tx, {"head": update_mask}, state.trainable(), updates, opt_state, state.opt_state)
   # Scaling the updates scales the learning rate: the optimizers facejax builds
   # (SGD, Adam, AdaGrad, AdamW, ..., after clipping and the L2 term) end in
   # `-learning_rate * direction`, with no state that depends on the rate. So a
@@ -143,25 +184,57 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
   spread = jnp.sum(jnp.sum(jnp.square(emb - mean_emb), -1) * mask) / jnp.maximum(mask.sum(), 1.0)
   metrics = dict(metrics, loss=loss, grad_norm=optax.tree_utils.tree_norm(grads),
                  embedding_spread=spread, valid_images=mask.sum())
+  ema_params = state.ema_params
+  if ema_decay:
+    d = ema_decay_at(ema_decay, state.step)
+    ema_params = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema_params, trainable["model"])
   new_state = state.replace(
       step=state.step + 1, params=trainable["model"], head=trainable["head"],
+      ema_params=ema_params,
       opt_state=opt_state, batch_stats=net_updates.get("batch_stats", state.batch_stats),
       loss_state={**state.loss_state, **head_updates})
   return new_state, metrics
 
 
+def abstract_state(config, model, tx, objective: Head | None = None) -> TrainState:
+  """The TrainState's shapes and dtypes, computed without allocating it."""
+  return jax.eval_shape(functools.partial(create_train_state, config, model, tx,
+                                          objective=objective), jax.random.key(0))
+
+
+def create_sharded_train_state(config, model, tx, rng, mesh: Mesh,
+                               objective: Head | None = None) -> TrainState:
+  """`create_train_state` placed on the mesh by `sharding.state_shardings`.
+
+  Initialised under jit with those shardings as outputs, so a sharded head is
+  never whole on one device.
+  """
+  shardings = sharding.state_shardings(abstract_state(config, model, tx, objective), tx, mesh)
+  init = functools.partial(create_train_state, config, model, tx, objective=objective)
+  return jax.jit(init, out_shardings=shardings)(rng)
+
+
 def make_jitted_step(config, model, tx, mesh: Mesh, objective: Head | None = None):
-  """train_step jitted with replicated state and batch sharded over "data".
+  """train_step jitted with the state placed by `sharding.state_shardings` (replicated,
+  except a Partial FC head's rows and their optimizer state) and the batch sharded over "data".
 
   `objective` defaults to `config.loss` for a triplet loss (which needs no
   class count); classification losses must pass theirs.
   """
   objective = _default_objective(config) if objective is None else objective
+  state_sharding = sharding.state_shardings(abstract_state(config, model, tx, objective), tx,
+                                            mesh)
   replicated = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P("data"))
-  step = functools.partial(train_step, model=model, tx=tx, objective=objective)
-  return jax.jit(step, in_shardings=(replicated, batch_sharding),
-                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+  step = functools.partial(train_step, model=model, tx=tx, objective=objective,
+                           ema_decay=config.get("ema_decay", 0.0))
+
+  def step_on_mesh(state, batch):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):  # a head pins shardings by axis name
+      return step(state, batch)
+
+  return jax.jit(step_on_mesh, in_shardings=(state_sharding, batch_sharding),
+                 out_shardings=(state_sharding, replicated), donate_argnums=(0,))
 
 
 def shard_batch(batch: dict, mesh: Mesh) -> dict:
@@ -265,20 +338,21 @@ def init_model_vars_from(config, source_workdir: str, target: dict) -> dict:
 
 def restore_or_init(config, workdir, manager, model, tx, objective) -> tuple[TrainState, dict]:
   """The newest good checkpoint of `workdir` (or a fresh state), replicated; and its meta."""
-  state = create_train_state(config, model, tx, jax.random.key(config.seed), objective)
-  state = jax.device_put(state, NamedSharding(make_mesh(), P()))
-  found = checkpointing.restore_latest_good(manager, workdir, config, state.model_vars(),
+  state = create_sharded_train_state(config, model, tx, jax.random.key(config.seed), make_mesh(),
+                                     objective)
+  found = checkpointing.restore_latest_good(manager, workdir, config, state.eval_vars(),
                                             state.train_vars())
   if found is None:
     if config.get("init_from"):
       model_vars = init_model_vars_from(config, config.init_from, state.model_vars())
-      state = state.replace(params=model_vars["params"], batch_stats=model_vars["batch_stats"])
+      state = state.replace(params=model_vars["params"], batch_stats=model_vars["batch_stats"],
+                            ema_params=(jax.tree.map(jnp.copy, model_vars["params"])
+                                        if state.ema_params else {}))
     return state, {}
   step, meta, model_vars, train_vars = found
   # The scale was saved as float(float32) in JSON: the same float32 comes back.
   lr_scale = jax.device_put(np.float32(meta.get("lr_scale", 1.0)), state.lr_scale.sharding)
-  state = state.replace(params=model_vars["params"], batch_stats=model_vars["batch_stats"],
-                        lr_scale=lr_scale, **train_vars)
+  state = state.with_checkpoint(model_vars, train_vars).replace(lr_scale=lr_scale)
   logging.info("Resumed from %s at step %d", checkpointing.checkpoint_dir(workdir), step)
   return state, meta
 
@@ -294,7 +368,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     (checkpointing.workdir_path(workdir) / "data_report.json").write_text(
         json.dumps(source.report.to_dict(), indent=1))
   objective = make_objective(config.loss, num_classes=len(source.class_names),
-                             feature_dim=model.embedding_dim)
+                             feature_dim=model.embedding_dim, num_shards=jax.device_count())
   tx = optimizers.create_optimizer(config.optimizer, config.num_train_steps)
   mesh = make_mesh()
   manager = checkpointing.make_manager(workdir, max_to_keep=config.checkpoint.max_to_keep,
@@ -383,7 +457,7 @@ class _Loop:
       if save_now:
         meta = checkpointing.checkpoint_meta(c, step, lr_scale=float(state.lr_scale),
                                              rollbacks=rollbacks)
-        checkpointing.save(self.manager, step, state.model_vars(), state.train_vars(), meta)
+        checkpointing.save(self.manager, step, state.eval_vars(), state.train_vars(), meta)
       if not last:  # the last step's evaluations run after the loop (`at_end`)
         self.evaluate(state, step, last=False)
     return state
@@ -395,7 +469,7 @@ class _Loop:
     due = [name for name in self.evaluators if registry.is_due(specs[name], step, last=last)]
     if not due:
       return
-    embedder = Embedder.from_variables(self.config, state.model_vars(), step=step,
+    embedder = Embedder.from_variables(self.config, state.eval_vars(), step=step,
                                        workdir=self.workdir)
     for name in due:
       evaluator = self.evaluators[name]

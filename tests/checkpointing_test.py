@@ -134,3 +134,27 @@ def test_bucket_workdirs_are_not_made_local():
   assert checkpointing.checkpoint_dir("gs://bucket/run") == "gs://bucket/run/checkpoints"
   assert checkpointing.quarantine_dir("gs://bucket/run") == "gs://bucket/run/checkpoints_corrupt"
   assert checkpointing.checkpoint_dir("rel/run") == os.path.abspath("rel/run/checkpoints")
+
+
+def test_digest_is_the_same_however_the_array_is_placed_and_sees_one_changed_word():
+  # The 8-device case runs in partial_fc_sharded_check.py's process; here the placements one
+  # device allows (a committed jax.Array, a numpy array, a prng key) and the checksum's reach.
+  rng = np.random.default_rng(0)
+  tree = {"w": rng.normal(size=(64, 7)).astype(np.float32),
+          "b": rng.integers(0, 9, size=(5,)).astype(np.int64) if jax.config.jax_enable_x64
+          else rng.integers(0, 9, size=(5,)).astype(np.int32),
+          "h": rng.normal(size=(3, 2)).astype(np.float16), "flag": np.array(True),
+          "key": jax.random.key(3)}
+  on_device = jax.tree.map(jax.device_put, tree)
+  d = checkpointing.tree_digest(tree)
+  assert d == checkpointing.tree_digest(on_device)
+  for name in ("w", "h", "b"):
+    changed = dict(tree)
+    a = np.array(tree[name])
+    a.reshape(-1).view(np.uint8)[a.nbytes // 2] ^= 1  # one bit of one word
+    changed[name] = a
+    assert checkpointing.tree_digest(changed) != d, name
+  swapped = dict(tree, w=tree["w"][::-1].copy())  # same words, other places
+  assert checkpointing.tree_digest(swapped) != d
+  assert checkpointing.tree_digest({"w": tree["w"].reshape(7, 64)}) != checkpointing.tree_digest(
+      {"w": tree["w"]})

@@ -15,7 +15,7 @@ import ml_collections
 import pytest
 
 import configs
-from configs import common
+from configs import common, insightface
 
 # Keyword arguments of common.base and the keys they set.
 _BASE_ARGS = {"model": "model", "optimizer": "optimizer", "loss": "loss",
@@ -54,7 +54,10 @@ def _stated_keys(fn) -> set[str]:
       helper = (func.id if isinstance(func, ast.Name) else
                 func.attr if isinstance(func.value, ast.Name) and func.value.id == "common"
                 else None)
-      if helper == "base":
+      if (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+          and func.value.id == "insightface"):
+        keys |= _stated_keys(getattr(insightface, func.attr))  # the RecordIO recipes' base
+      elif helper == "base":
         keys |= {_BASE_ARGS[k.arg] for k in node.keywords}
       elif helper in ("smoke", "facenet_inception", "smoke_evals"):
         keys |= _stated_keys(getattr(common, helper))

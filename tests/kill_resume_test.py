@@ -1,10 +1,11 @@
 """SIGKILL a real training run at random moments, restart it each time, lose nothing.
 
-Marked slow (about 3 minutes on 2 CPU cores per source: LFW's folder tree, and an
-insightface .rec of LFW people); run it with
+Marked slow (about 3 minutes on 2 CPU cores per case: LFW's folder tree, an insightface
+.rec of LFW people, and a Partial FC head sharded over 8 simulated devices); run it with
   python -m pytest -q -m slow tests/kill_resume_test.py -s
-(`-s` prints the table of kills). The run is `facejax.main` on the nn1 smoke
-config with a checkpoint every 2 steps, written asynchronously.
+(`-s` prints the table of kills). The run is `facejax.main` on the nn1 smoke config (the
+sharded case: configs/lfw_iresnet18_arcface.py:smoke with sample rate 0.1) with a checkpoint
+every 2 steps, written asynchronously.
 """
 
 import dataclasses
@@ -32,25 +33,34 @@ KILL_PLAN = ("write", "train", "write", "startup", "train", "write")
 
 
 def _command(workdir, source=()):
-  return [sys.executable, "-m", "facejax.main", "--config=configs/nn1.py:smoke", *source,
+  config = ("configs/lfw_iresnet18_arcface.py:smoke" if "--config.loss.sample_rate=0.1" in source
+            else "configs/nn1.py:smoke")
+  evals = ["--config.evals.lfw_dev_test.at_end=False"] + (
+      ["--config.evals.lfw_view2.at_end=False"] if "nn1" in config else [])
+  return [sys.executable, "-m", "facejax.main", f"--config={config}", *source,
           f"--workdir={workdir}", f"--config.num_train_steps={STEPS}",
           "--config.checkpoint.every_steps=2", "--config.checkpoint.max_to_keep=3",
-          "--config.log_every_steps=10", "--config.evals.lfw_dev_test.at_end=False",
-          "--config.evals.lfw_view2.at_end=False"]
+          "--config.log_every_steps=10", *evals]
 
 
 def _source_flags(source, lfw_root, tmp_path):
-  """The training source: LFW's folder tree, or an insightface .rec of LFW people."""
+  """The training source: LFW's folder tree, or an insightface .rec of LFW people; or the
+  folder tree with a Partial FC head sampling 10% of its centers, sharded over 8 devices."""
   if source == "folder":
     return ()
+  if source == "sharded_pfc":
+    return ("--config.loss.sample_rate=0.1",)
   from record_sources_test import lfw_rec  # pylint: disable=import-outside-toplevel
   lfw_rec(lfw_root, tmp_path / "rec", people=24)
   return ("--config.data.source=rec", f"--config.data.train_dir={tmp_path / 'rec'}",
           "--config.data.train_people=", "--config.data.source_crop=0")
 
 
-def _env(lfw_root):
-  return dict(os.environ, FACEJAX_DATA_DIR=str(lfw_root.parent), JAX_PLATFORMS="cpu")
+def _env(lfw_root, source):
+  env = dict(os.environ, FACEJAX_DATA_DIR=str(lfw_root.parent), JAX_PLATFORMS="cpu")
+  if source == "sharded_pfc":
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+  return env
 
 
 def _entries(workdir):
@@ -112,10 +122,12 @@ def _launch_and_kill(workdir, env, plan, rng, source=()):
 
 
 def _restore_all(manager, step):
-  """Every item of `step` as saved (no target: arrays come back as saved)."""
+  """Every item of `step` as saved (no target). Arrays saved sharded over 8 devices come
+  back whole on this process's one device."""
+  here = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   return manager.restore(step, args=ocp.args.Composite(
-      model=ocp.args.StandardRestore(), train=ocp.args.StandardRestore(),
-      meta=ocp.args.JsonRestore()))
+      model=ocp.args.StandardRestore(fallback_sharding=here),
+      train=ocp.args.StandardRestore(fallback_sharding=here), meta=ocp.args.JsonRestore()))
 
 
 def _check_every_listed_step_is_whole(workdir):
@@ -137,10 +149,10 @@ def _final_arrays(workdir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("source", ["folder", "rec"])
+@pytest.mark.parametrize("source", ["folder", "rec", "sharded_pfc"])
 def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(lfw_root, tmp_path,
                                                                             source):
-  env = _env(lfw_root)
+  env = _env(lfw_root, source)
   flags = _source_flags(source, lfw_root, tmp_path)
   straight = str(tmp_path / "straight")
   out = subprocess.run(_command(straight, flags), cwd=REPO, env=env, capture_output=True, text=True,

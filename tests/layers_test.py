@@ -72,7 +72,9 @@ def test_max_pool_rejects_too_small_map():
 @pytest.mark.parametrize("kernel,stride,padding", [
     ((1, 1), 1, "SAME"),          # pointwise: the matmul path
     ((1, 1), 1, ((0, 0), (0, 0))),
-    ((1, 1), 2, "SAME"),          # strided: lax path
+    ((1, 1), 2, "SAME"),          # strided pointwise: subsample, then the matmul path
+    ((1, 1), 3, "VALID"),
+    ((1, 1), 2, ((1, 1), (1, 1))),  # padded pointwise: lax path
     ((3, 3), 1, ((1, 1), (1, 1))),
     ((1, 7), 1, "SAME"),
 ])

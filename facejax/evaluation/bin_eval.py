@@ -77,7 +77,9 @@ class VerificationBinEvaluator(registry.Evaluator):
   """One insightface `.bin` set (module docstring).
 
   Keyword arguments:
-    path: the `.bin` file (required).
+    path: the `.bin` file (required). A relative path names a file of
+      `config.data.train_dir` when there is one there (insightface ships lfw.bin,
+      cfp_fp.bin and agedb_30.bin beside train.rec), else of the working directory.
     set_name: the name in results and logs (default: the file name, "agedb_30").
     flip: "sum" | "concat" | "none" (default config.eval.flip).
     distance, subtract_mean, standardization: default config.eval / config.data.
@@ -93,7 +95,11 @@ class VerificationBinEvaluator(registry.Evaluator):
     super().__init__(config, embedder, name=name, out_dir=out_dir)
     if not path:
       raise errors.ConfigError(f"config.evals.{name}.path: the .bin file is required")
-    self.path = os.fspath(path)
+    path = os.fspath(path)
+    train_dir = config.data.get("train_dir")
+    if not os.path.isabs(path) and train_dir and os.path.exists(os.path.join(train_dir, path)):
+      path = os.path.join(train_dir, path)
+    self.path = path
     self.set_name = set_name or os.path.splitext(os.path.basename(self.path))[0]
     self.options = lfw_eval.resolve_for(config, name, dict(
         distance=distance, flip=FLIP_ALIASES.get(flip, flip), subtract_mean=subtract_mean,

@@ -55,8 +55,11 @@ from facejax.losses.heads import (  # noqa: E402
     TripletHead,
     init_head,
 )
+from facejax.losses.partial_fc import PartialFCHead  # noqa: E402
 from facejax.losses.objective import make_objective  # noqa: E402
 
+HEADS["partial_fc"] = PartialFCHead
+
 __all__ += ["FEATURE_SOURCES", "HEADS", "ArcFaceHead", "ASoftmaxHead", "CenterHead",
-            "CombinedMarginHead", "CosFaceHead", "Head", "SoftmaxHead", "TripletHead",
+            "CombinedMarginHead", "CosFaceHead", "Head", "PartialFCHead", "SoftmaxHead", "TripletHead",
             "init_head", "make_objective"]

@@ -237,6 +237,7 @@ HEADS: dict[str, type[Head]] = {
     "softmax": SoftmaxHead, "center": CenterHead, "a_softmax": ASoftmaxHead,
     "cosface": CosFaceHead, "arcface": ArcFaceHead, "combined": CombinedMarginHead,
 }
+# "partial_fc" (losses.partial_fc.PartialFCHead) joins when facejax.losses is imported.
 
 
 def init_head(head: Head, rng: jax.Array) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from facejax.errors import ConfigError, did_you_mean, unknown_keys
 from facejax.losses.heads import HEADS, Head, HeadArgumentError, TripletHead
 
 # Constructor fields that come from the data and the net, not from `config.loss`.
-_FROM_RUN = ("num_classes", "feature_dim", "mining")
+_FROM_RUN = ("num_classes", "feature_dim", "mining", "num_shards")
 
 
 def config_keys(cls: type[Head]) -> dict[str, bool]:
@@ -29,8 +29,11 @@ def config_keys(cls: type[Head]) -> dict[str, bool]:
 
 
 def make_objective(loss_config: ml_collections.ConfigDict, *, num_classes: int,
-                   feature_dim: int) -> Head:
+                   feature_dim: int, num_shards: int = 1) -> Head:
   """The head of `config.loss` for `num_classes` identities and `feature_dim`-wide rows.
+
+  `num_shards` (the devices of the mesh) goes to heads whose weights are
+  sharded by rows (Partial FC).
 
   Needs no data: the start-up config checks call it with a placeholder class
   count. Raises ConfigError with one message per bad key of `config.loss`,
@@ -50,6 +53,8 @@ def make_objective(loss_config: ml_collections.ConfigDict, *, num_classes: int,
       raise ConfigError(f"config.loss.name={name!r} needs at least 2 training identities, "
                         f"the data gave {num_classes}")
     fixed = {"num_classes": num_classes, "feature_dim": feature_dim}
+    if any(f.name == "num_shards" for f in dataclasses.fields(cls)):
+      fixed["num_shards"] = num_shards
   try:
     return cls(**fixed, **kwargs)
   except TypeError:

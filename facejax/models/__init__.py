@@ -16,6 +16,9 @@ from facejax.models.openface import NN4Small2
 from facejax.models.inception import FaceNetInception, InceptionModule, NN2, NN3, NN4, NNS1, NNS2
 from facejax.models.sphereface import SphereFace, SphereFace20, SphereFace36, SphereFace64
 from facejax.models.inception_resnet_v1 import InceptionResNetV1
+from facejax.models.iresnet import (IResNet, IResNet18, IResNet34, IResNet50, IResNet100,
+                                    IResNet200)
+from facejax.models.mobilefacenet import MobileFaceNet, MobileFaceNetLarge
 
 # name -> (module class, input size it was designed for (H, W))
 MODELS: dict[str, tuple[Callable[..., Any], tuple[int, int]]] = {
@@ -31,6 +34,13 @@ MODELS: dict[str, tuple[Callable[..., Any], tuple[int, int]]] = {
     "sphereface20": (SphereFace20, (112, 96)),
     "sphereface36": (SphereFace36, (112, 96)),
     "sphereface64": (SphereFace64, (112, 96)),
+    "iresnet18": (IResNet18, (112, 112)),
+    "iresnet34": (IResNet34, (112, 112)),
+    "iresnet50": (IResNet50, (112, 112)),
+    "iresnet100": (IResNet100, (112, 112)),
+    "iresnet200": (IResNet200, (112, 112)),
+    "mobilefacenet": (MobileFaceNet, (112, 112)),
+    "mobilefacenet_large": (MobileFaceNetLarge, (112, 112)),
 }
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -82,6 +92,7 @@ def create_model(model_config: ml_collections.ConfigDict):
 __all__ = [
     "MODELS", "create_model", "NN1", "NN4Small2", "NN2", "NN3", "NN4", "NNS1", "NNS2",
     "FaceNetInception", "InceptionModule", "RawPixels", "SphereFace", "SphereFace20",
-    "SphereFace36", "SphereFace64", "InceptionResNetV1", "Conv", "L2Pool", "LocalResponseNorm",
+    "SphereFace36", "SphereFace64", "InceptionResNetV1", "IResNet", "IResNet18", "IResNet34",
+    "IResNet50", "IResNet100", "IResNet200", "MobileFaceNet", "MobileFaceNetLarge", "Conv", "L2Pool", "LocalResponseNorm",
     "MaxoutDense", "l2_normalize", "max_pool", "normalized_embedding",
 ]

@@ -45,7 +45,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from facejax.models.layers import Conv, normalized_embedding
+from facejax.models.layers import Conv, PReLU, normalized_embedding
 
 # depth -> residual units in the 64/128/256/512 stages (make_spherenet.py).
 UNITS = {20: (1, 2, 4, 1), 36: (2, 4, 8, 2), 64: (3, 8, 16, 3)}
@@ -54,22 +54,6 @@ STAGE_WIDTHS = (64, 128, 256, 512)
 # Caffe "xavier" (default variance_norm FAN_IN): U(-a, a), a = sqrt(3 / fan_in).
 _caffe_xavier = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
 _gaussian_001 = nn.initializers.normal(stddev=0.01)
-
-
-class PReLU(nn.Module):
-  """Parametric ReLU with one slope per channel (Caffe `PReLU`, channel_shared=False).
-
-  y = max(x, 0) + a_c * min(x, 0). Input and output: [..., C]; the slopes
-  `alpha` [C] are float32 params, applied in the input's dtype.
-  """
-  init_slope: float = 0.25
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    alpha = self.param("alpha", nn.initializers.constant(self.init_slope), (x.shape[-1],),
-                       jnp.float32)
-    alpha = alpha.astype(x.dtype)
-    return jnp.where(x >= 0, x, alpha * x)
 
 
 class SphereFace(nn.Module):

@@ -1,0 +1,167 @@
+"""Partial FC: a margin-softmax head whose class centers are sharded over the device mesh.
+
+arcface_torch's `partial_fc_v2` (An et al., arXiv 2010.05222; SCALE.md §4),
+written as global-view jnp under jit: the centers `weight` [C_pad, D] are
+sharded over the mesh axis "data" by rows (`state_shardings`), so each
+device holds C_pad / N of them, and XLA inserts every collective: the
+all-gather of the global batch's embeddings, the max and sum of the
+distributed softmax, the reduce-scatter of the embedding gradient.
+
+Each step, on each of the N row shards (one per device):
+  1. scores ~ U[0, 1) for the shard's M = C_pad / N rows, 2.0 for the rows
+     that are a label of the global batch (positives), -1 for padding rows;
+  2. the top k = max(int(r M), min(M, B)) rows are sampled: every positive
+     plus uniform negatives without replacement (k >= B keeps every
+     positive even if one shard owns them all; arcface_torch grows k then);
+  3. cos = normalize(x) . normalize(W_sampled), clipped to [-1, 1], float32;
+  4. the target logit becomes s (cos(m1 theta + m2) - m3) (ArcFace
+     (1, 0.5, 0), CosFace (1, 0, 0.4)), the softmax runs over all N k
+     sampled logits.
+With r = 1 nothing is sampled: the head is the full margin softmax, equal
+to `CombinedMarginHead` with kernel = weight[:C].T (tested).
+
+Differences from arcface_torch, on purpose:
+* The margin's gradient is the true d cos(theta + m) / d cos(theta);
+  arcface_torch applies the margin in place under no_grad (straight-through).
+* Only the sampled rows are updated: the head writes a row mask into its
+  "update_mask" collection and the train step keeps the optimizer state and
+  the weights of the other rows as they were (arcface_torch's dense gradient
+  lets momentum and weight decay move every row).
+* The sample of step s comes from the "sample" RNG stream, a function of
+  (seed, s), so a resumed run draws the same rows.
+Rows are padded to a multiple of `row_multiple` (default 1024) so that the
+checkpoint's shape does not depend on the device count; N must divide it.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+
+from facejax.losses._masked import (SQ_NORM_EPS, base_metrics, cross_entropy_loss, masked_mean,
+                                    one_hot, pick, prepare, stop)
+from facejax.losses.angular_margin import _combined
+from facejax.losses.heads import ClassifierHead, HeadArgumentError
+
+MESH_AXIS = "data"
+
+
+def padded_rows(num_classes: int, row_multiple: int) -> int:
+  return -(-num_classes // row_multiple) * row_multiple
+
+
+def _constrain(x: jax.Array, spec: P) -> jax.Array:
+  """Pins `x`'s sharding when traced under a mesh with the "data" axis (else a no-op)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or MESH_AXIS not in mesh.axis_names:
+    return x
+  return jax.lax.with_sharding_constraint(x, spec)
+
+
+def sample_rows(key: jax.Array, labels: jax.Array, mask: jax.Array, *, num_classes: int,
+                num_shards: int, rows_per_shard: int, k: int) -> jax.Array:
+  """Per shard, the sorted local indices [N, k] of every positive plus random negatives.
+
+  labels [B] int32 global class ids; mask [B] bool (padded rows bring no
+  positive). Rows >= num_classes (padding) are only drawn when a shard has
+  fewer than k real rows, and are masked out of the softmax by the caller.
+  """
+  positive = jnp.zeros((num_shards * rows_per_shard,), bool).at[
+      jnp.where(mask, labels, num_shards * rows_per_shard)].set(True, mode="drop")
+  positive = positive.reshape(num_shards, rows_per_shard)
+  rows = jnp.arange(num_shards * rows_per_shard).reshape(num_shards, rows_per_shard)
+  scores = jax.random.uniform(key, (num_shards, rows_per_shard))
+  scores = jnp.where(positive, 2.0, jnp.where(rows < num_classes, scores, -1.0))
+  scores = _constrain(scores, P(MESH_AXIS, None))
+  # A full sort of each shard's row rather than lax.top_k: XLA partitions a sort
+  # along its batch axis, but gathered every shard's scores onto each device for TopK.
+  _, order = jax.lax.sort((-scores, jnp.broadcast_to(jnp.arange(rows_per_shard), scores.shape)),
+                          dimension=1, num_keys=1)
+  return jnp.sort(order[:, :k], axis=-1)
+
+
+class PartialFCHead(ClassifierHead):
+  """Sharded, sampled combined-margin softmax (Partial FC). Owns `weight` [C_pad, D] float32.
+
+  Attributes (besides ClassifierHead's num_classes, feature_dim, features):
+    scale, m1, m2, m3: target logit s (cos(m1 theta + m2) - m3); ArcFace is
+      (1, 0.5, 0), CosFace (1, 0, 0.4) (arcface_torch's `margin_list`).
+    sample_rate: r, the fraction of each shard's centers in the softmax.
+    num_shards: row shards = devices on the "data" axis (set by the trainer).
+    row_multiple: the rows are padded to a multiple of this.
+    init_std: N(0, init_std) initial centers (arcface_torch: 0.01).
+  """
+  features: str = "features"
+  scale: float = 64.0
+  m1: float = 1.0
+  m2: float = 0.5
+  m3: float = 0.0
+  sample_rate: float = 1.0
+  num_shards: int = 1
+  row_multiple: int = 1024
+  init_std: float = 0.01
+  _minimum: ClassVar[dict[str, float]] = {**ClassifierHead._minimum, "num_shards": 1,
+                                          "row_multiple": 1, "init_std": 0.0}
+
+  def __post_init__(self):
+    super().__post_init__()
+    problems = []
+    if not 0.0 < self.sample_rate <= 1.0:
+      problems.append(f"sample_rate={self.sample_rate!r}: must be in (0, 1]")
+    if self.row_multiple % self.num_shards:
+      problems.append(f"row_multiple={self.row_multiple} is not a multiple of the "
+                      f"{self.num_shards} devices the centers are sharded over")
+    if problems:
+      raise HeadArgumentError(problems)
+
+  @property
+  def rows(self) -> int:
+    return padded_rows(self.num_classes, self.row_multiple)
+
+  def samples_per_shard(self, global_batch: int) -> int:
+    m = self.rows // self.num_shards
+    if self.sample_rate >= 1.0:
+      return m
+    return min(m, max(int(self.sample_rate * m), global_batch))
+
+  @nn.compact
+  def __call__(self, embedding, features, *, labels, mask, step):
+    del step
+    weight = self.param("weight", nn.initializers.normal(self.init_std),
+                        (self.rows, self.feature_dim), jnp.float32)
+    x, labels, mask = prepare(self._input(embedding, features), labels, mask)
+    x = x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, -1, keepdims=True), SQ_NORM_EPS))
+    n, m = self.num_shards, self.rows // self.num_shards
+    shards = _constrain(weight.reshape(n, m, self.feature_dim), P(MESH_AXIS, None, None))
+    k = self.samples_per_shard(x.shape[0])
+    if k == m:
+      index = jnp.broadcast_to(jnp.arange(m), (n, m))
+      sampled = shards
+    else:
+      index = sample_rows(self.make_rng("sample"), labels, mask, num_classes=self.num_classes,
+                          num_shards=n, rows_per_shard=m, k=k)
+      sampled = jnp.take_along_axis(shards, index[:, :, None], axis=1)  # [N, k, D]
+      if self.is_mutable_collection("update_mask"):
+        rows = jnp.zeros((n, m), bool).at[jnp.arange(n)[:, None], index].set(True)
+        self.put_variable("update_mask", "weight", rows.reshape(n * m, 1))
+    sampled = sampled * jax.lax.rsqrt(
+        jnp.maximum(jnp.sum(sampled * sampled, -1, keepdims=True), SQ_NORM_EPS))
+    cos = jnp.clip(jnp.einsum("bd,nkd->bnk", x, sampled), -1.0, 1.0)
+    cos = _constrain(cos, P(None, MESH_AXIS, None)).reshape(x.shape[0], n * k)
+    # Where each row's label sits among the N k sampled centers (all positives are sampled).
+    global_row = (jnp.arange(n)[:, None] * m + index).reshape(n * k)
+    target = (global_row[None, :] == labels[:, None]) & mask[:, None]
+    position = jnp.argmax(target, axis=-1)
+    real = global_row < self.num_classes
+    logits = _combined(cos, position, self.scale, self.m1, self.m2, self.m3)
+    logits = jnp.where(real[None, :], logits, -jnp.inf)
+    loss = cross_entropy_loss(logits, position, mask)
+    metrics = base_metrics(jnp.where(real[None, :], cos, -2.0), position, mask)
+    metrics["mean_target_cos"] = masked_mean(pick(cos, one_hot(position, n * k)),
+                                             mask).astype(jnp.float32)
+    metrics["sampled_classes"] = jnp.asarray(n * k, jnp.int32)
+    return loss, stop(metrics)
