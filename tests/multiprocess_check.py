@@ -1,11 +1,14 @@
 """One process of a multi-process CPU training run (driven by tests/multiprocess_test.py).
 
-  python tests/multiprocess_check.py PROCESS_ID NUM_PROCESSES PORT WORKDIR OUT.npz STEPS
+  python tests/multiprocess_check.py PROCESS_ID NUM_PROCESSES PORT WORKDIR OUT.npz STEPS [pfc]
 
 NUM_PROCESSES=1 with PORT=0 is the single-process reference. The local device
 count comes from XLA_FLAGS (--xla_force_host_platform_device_count). Writes
 this process's final params, batch stats and optimizer state (its own
-replica), the process/device counts and the last loss to OUT.npz.
+replica), the process/device counts and the last loss to OUT.npz. With `pfc` the loss is
+a Partial FC head (sample rate 0.5) whose rows are split over all processes' devices:
+each process also writes the rows it holds of every sharded array (`rows_<i>`, from row
+`rows_<i>_start`).
 """
 
 import os
@@ -19,6 +22,7 @@ sys.path.insert(0, REPO)  # for the `configs` package
 
 def main():
   pid, nproc, port, workdir, out, steps = sys.argv[1:7]
+  pfc = sys.argv[7:8] == ["pfc"]
   from facejax import distributed
   if int(nproc) > 1:
     distributed.maybe_initialize(coordinator_address=f"localhost:{port}",
@@ -32,14 +36,24 @@ def main():
   # Batch-all is continuous in the embeddings (no mining flips) and SGD keeps
   # float noise float-sized, so meshes of different shapes agree to rounding.
   c.loss.name = "batch_all"
-  c.optimizer = common.optimizer("sgd", 0.05, momentum=0.9)
+  if pfc:
+    c.loss = common.loss("partial_fc", sample_rate=0.5)
+    c.data.sampling = "shuffle"
+  # s = 64 margin logits give large gradients: a smaller step keeps this tiny net from
+  # collapsing (which the divergence guard would stop).
+  c.optimizer = common.optimizer("sgd", 0.002 if pfc else 0.05, momentum=0.9)
   c.num_train_steps = int(steps)
   c.checkpoint.every_steps = 2
   with c.unlocked():
     del c.evals["lfw_view2"]  # LFW DevTest (10 folds) at the end only
   state = train.train_and_evaluate(c, workdir)
-  local = lambda tree: [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(tree)]
-  arrays = {f"array_{i}": a for i, a in enumerate(local(state.model_vars()) + local(state.opt_state))}
+  leaves = jax.tree.leaves((state.model_vars(), state.head, state.opt_state))
+  replicated = [x for x in leaves if x.sharding.is_fully_replicated]
+  arrays = {f"array_{i}": np.asarray(x.addressable_data(0)) for i, x in enumerate(replicated)}
+  for i, x in enumerate(x for x in leaves if not x.sharding.is_fully_replicated):
+    shards = sorted(x.addressable_shards, key=lambda sh: sh.index[0].start)
+    arrays[f"rows_{i}"] = np.concatenate([np.asarray(sh.data) for sh in shards])
+    arrays[f"rows_{i}_start"] = np.int64(shards[0].index[0].start)
   np.savez(out, process_count=jax.process_count(), device_count=jax.device_count(),
            local_device_count=jax.local_device_count(), step=int(state.step), **arrays)
 

@@ -24,13 +24,14 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _run(nproc, local_devices, workdir, tmp_path, lfw_root):
+def _run(nproc, local_devices, workdir, tmp_path, lfw_root, extra=()):
   env = dict(os.environ, JAX_PLATFORMS="cpu", FACEJAX_DATA_DIR=str(lfw_root.parent),
              XLA_FLAGS=f"--xla_force_host_platform_device_count={local_devices}")
   port = _free_port() if nproc > 1 else 0
   outs = [tmp_path / f"{workdir.name}_{i}.npz" for i in range(nproc)]
   procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "multiprocess_check.py"), str(i),
-                             str(nproc), str(port), str(workdir), str(outs[i]), str(STEPS)],
+                             str(nproc), str(port), str(workdir), str(outs[i]), str(STEPS),
+                             *extra],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
            for i in range(nproc)]
   logs = [p.communicate(timeout=600) for p in procs]
@@ -67,3 +68,32 @@ def test_two_processes_match_each_other_and_one_process(local_devices, tmp_path,
   assert (tmp_path / "multi" / "eval" / f"lfw_dev_test_10fold_{STEPS}.json").is_file()
   # Process 0 alone writes TensorBoard events (one file, not one per process).
   assert len(os.listdir(tmp_path / "multi" / "tensorboard")) == 1
+
+
+def _rows(result, i):
+  return int(result[f"rows_{i}_start"]), result[f"rows_{i}"]
+
+
+@pytest.mark.slow  # ~2-3 min; .ci/run runs it after the default suite
+def test_two_processes_share_a_sharded_partial_fc_head(tmp_path, lfw_root):
+  multi, _ = _run(2, 2, tmp_path / "multi", tmp_path, lfw_root, ("pfc",))
+  single, _ = _run(1, 4, tmp_path / "single", tmp_path, lfw_root, ("pfc",))
+  a, b, ref = multi[0], multi[1], single[0]
+  # The net and its optimizer state are replicated. Margin logits at s = 64 give momenta up
+  # to ~10, so the order of the cross-process sums shows at 1e-6 of each array's scale.
+  close = lambda x, z: np.testing.assert_allclose(x, z, rtol=1e-5,  # noqa: E731
+                                                  atol=1e-5 * max(np.abs(z).max(), 1e-3))
+  for x, y, z in zip(_arrays(a), _arrays(b), _arrays(ref)):
+    np.testing.assert_array_equal(x, y)
+    close(x, z)
+  sharded = sorted(int(k.split("_")[1]) for k in a if k.startswith("rows_") and
+                   not k.endswith("_start"))
+  assert len(sharded) == 2  # the centers and their momentum
+  for i in sharded:
+    (sa, ra), (sb, rb), (s0, whole) = _rows(a, i), _rows(b, i), _rows(ref, i)
+    # Each process holds its own half of the rows (1,024 padded rows, 512 per process) ...
+    assert s0 == 0 and sorted([sa, sb]) == [0, whole.shape[0] // 2]
+    assert ra.shape[0] == rb.shape[0] == whole.shape[0] // 2
+    # ... and together they are the one-process head, to the order of the sums.
+    both = np.concatenate([ra, rb] if sa == 0 else [rb, ra])
+    close(both, whole)
