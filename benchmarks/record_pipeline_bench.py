@@ -27,8 +27,11 @@ Training (`--train`): `facejax.main --config=configs/nn1.py:smoke` on each .rec 
   python benchmarks/record_pipeline_bench.py --make          # writes the three folders
   python benchmarks/record_pipeline_bench.py                 # the table
 
-Not measured here: the pipeline against the IResNet-50 train step (IResNet comes with the
-Partial FC issue).
+Against the train step (`--vs_step`): in a fresh process each, the pipeline's images/s
+(as above) and the images/s of an IResNet-50 train step on the same cores (112x112, batch
+32, ArcFace on a Partial FC head of the .rec's classes, SGD momentum, `train.make_jitted_step`
+on synthetic batches: compute only), and their ratio (the goal: the pipeline at >= 3x).
+  python benchmarks/record_pipeline_bench.py --sizes=10000 --vs_step
 """
 
 import argparse
@@ -184,8 +187,45 @@ def measure_training(folder, steps=20):
   return float(line[2]), float(line[3])
 
 
+def run_train_step(folder, steps, batch=32):
+  """In a child process: images/s of the IResNet-50 ArcFace train step on synthetic batches."""
+  import _common  # noqa: F401  (XLA flags, as the CLIs)
+  import jax
+  import numpy as np
+  from configs import common
+  from facejax import optimizers, train
+  from facejax.data import recordio
+  from facejax.losses import make_objective
+  from facejax.models import create_model
+  c = common.base(model=dict(name="iresnet50", embedding_dim=512, dtype="float32"),
+                  optimizer=common.optimizer("sgd", 0.1, momentum=0.9, weight_decay=5e-4),
+                  loss=dict(name="partial_fc", sample_rate=1.0), image_size=112)
+  c.data.sampling = "shuffle"
+  c.batch_size = batch
+  num_classes = recordio.read_property(os.path.join(folder, "property"))[0]
+  model = create_model(c.model)
+  objective = make_objective(c.loss, num_classes=num_classes, feature_dim=512)
+  tx = optimizers.create_optimizer(c.optimizer, 1000)
+  mesh = train.make_mesh()
+  state = train.create_sharded_train_state(c, model, tx, jax.random.key(0), mesh, objective)
+  step = train.make_jitted_step(c, model, tx, mesh, objective)
+  rng = np.random.default_rng(0)
+  data = train.shard_batch({"image": rng.normal(size=(batch, 112, 112, 3)).astype(np.float32),
+                            "label": rng.integers(0, num_classes, batch).astype(np.int32),
+                            "mask": np.ones(batch, bool)}, mesh)
+  state, m = step(state, data)  # compile
+  jax.block_until_ready(m)
+  t = time.perf_counter()
+  for _ in range(steps):
+    state, m = step(state, data)
+  jax.block_until_ready(m)
+  return {"images_per_s": steps * batch / (time.perf_counter() - t), "classes": num_classes}
+
+
 def child(args):
-  if args.child == "facejax":
+  if args.child == "train_step":
+    out = run_train_step(args.folder, args.steps)
+  elif args.child == "facejax":
     out = run_facejax(args.folder, args.steps)
   else:
     out = run_torch(args.folder, args.steps, args.workers)
@@ -212,6 +252,8 @@ def main():
   parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
   parser.add_argument("--sizes", default=",".join(str(n) for n, _ in SIZES))
   parser.add_argument("--train", action="store_true", help="Also a short facejax.main run.")
+  parser.add_argument("--vs_step", action="store_true",
+                      help="Only the pipeline against the IResNet-50 train step.")
   parser.add_argument("--child", default=None)
   parser.add_argument("--folder", default=None)
   args = parser.parse_args()
@@ -223,6 +265,16 @@ def main():
   import _common
   print("\n".join(_common.environment_lines()))
   cores = len(os.sched_getaffinity(0))
+  if args.vs_step:
+    print("\n| N | pipeline images/s | IResNet-50 ArcFace train step images/s (batch 32) | "
+          "ratio |")
+    print("|---|---|---|---|")
+    for n in (int(s) for s in args.sizes.split(",")):
+      pipe = measure("facejax", _folder(args.root, n), args.steps, args.workers)
+      step = measure("train_step", _folder(args.root, n), 3, args.workers)
+      print(f"| {n:,} | {pipe['images_per_s']:.0f} | {step['images_per_s']:.2f} | "
+            f"{pipe['images_per_s'] / step['images_per_s']:.0f}x |", flush=True)
+    return None
   print(f"\n| N | loader | start-up to 1st batch (s) | of which index (s) | index MiB | "
         f"peak RSS MiB (main + workers) | images/s | images/s per core |")
   print("|---|---|---|---|---|---|---|---|")
