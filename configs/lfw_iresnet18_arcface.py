@@ -27,6 +27,11 @@ one accuracy on DevTest: people not trained on) at step 200 (~26 min, the
 training time of the NN1 cpu re-run) and at the end. README "Results"
 compares it with NN1 cpu (triplets) and NN4.small2 (center loss).
 
+Measured 2026-12-02 (the 2 cores shared with tests and CI throughout, so wall times are not
+the run's own; stopped at step 300 of 450 for time): View 1 by the protocol 0.798 at step
+200 (~25 min of idle training), 0.825 at step 300 (AUC 0.896, VAL 0.224 at FAR 1e-3);
+NN1 cpu reaches 0.822 after 26 min (README "Results").
+
 Variants (`--config=configs/lfw_iresnet18_arcface.py:<arg>`):
   (none)  the run above.
   smoke   IResNet with one block per stage at width 1/4 on 32x32 crops of

@@ -1,4 +1,6 @@
-"""Partial FC sharded over 8 simulated devices (tests/partial_fc_sharded_check.py)."""
+"""Partial FC sharded over 8 simulated devices (tests/partial_fc_sharded_check.py).
+
+Slow (about 2 minutes on 2 cores: three meshes compiled); .ci/run runs it."""
 
 import json
 import os
@@ -8,6 +10,7 @@ import sys
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -37,10 +37,11 @@ def rec_folder(lfw_root, tmp_path_factory):
   return folder
 
 
-# casia_irv1_softmax's smoke (the full-depth Inception-ResNet-v1, with the EMA) is slow
-# on 2 cores: .ci/run runs it.
+# Slow (1-2 minutes each on 2 cores; casia's is the full-depth Inception-ResNet-v1 with
+# the EMA): .ci/run runs them.
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ms1mv3_r50_arcface", "glint360k_r100_pfc",
-                                  pytest.param("casia_irv1_softmax", marks=pytest.mark.slow)])
+                                  "casia_irv1_softmax"])
 def test_recipe_smoke_trains_from_a_rec_and_evaluates(name, rec_folder, lfw_root, tmp_path):
   c = configs.get_config(f"{name}:smoke")
   c.data.data_dir = str(lfw_root.parent)
