@@ -65,12 +65,9 @@ def build(num_classes, dim, batch, rate, mesh, replicated_head=False):
   if replicated_head:
     shard = jax.tree.map(lambda _: replicated, abstract)
   else:
-    specs = sharding._trainable_specs({"model": {}, "head": abstract["head"]})
-    named = jax.tree.map(lambda s: NamedSharding(mesh, s), specs,
-                         is_leaf=lambda v: isinstance(v, P))
-    shard = {"head": named["head"], "opt_state": optax.tree_utils.tree_map_params(
-        tx, lambda _, s: s, abstract["opt_state"], named,
-        transform_non_params=lambda _: replicated, is_leaf=lambda v: isinstance(v, NamedSharding))}
+    named, opt = sharding.trainable_shardings({"model": {}, "head": abstract["head"]},
+                                              abstract["opt_state"], tx, mesh)
+    shard = {"head": named["head"], "opt_state": opt}
 
   def step(state, x, y, mask, key):
     trainable = {"model": {}, "head": state["head"]}

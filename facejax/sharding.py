@@ -29,17 +29,25 @@ def _trainable_specs(trainable: Any) -> Any:
   return jax.tree_util.tree_map_with_path(spec, trainable)
 
 
-def state_shardings(state: Any, tx: optax.GradientTransformation, mesh: Mesh) -> Any:
-  """NamedShardings for every leaf of `state` (a TrainState, concrete or abstract)."""
+def trainable_shardings(trainable: Any, opt_state: Any, tx: optax.GradientTransformation,
+                        mesh: Mesh) -> tuple[Any, Any]:
+  """NamedShardings of {"model": params, "head": head params} and of `tx`'s state for them
+  (concrete or abstract trees): the Partial FC rows and their moments split, all else
+  replicated."""
   replicated = NamedSharding(mesh, P())
-  specs = _trainable_specs(state.trainable())
-  named = jax.tree.map(lambda s: NamedSharding(mesh, s), specs,
+  named = jax.tree.map(lambda s: NamedSharding(mesh, s), _trainable_specs(trainable),
                        is_leaf=lambda x: isinstance(x, P))
   opt = optax.tree_utils.tree_map_params(
-      tx, lambda _, s: s, state.opt_state, named,
+      tx, lambda _, s: s, opt_state, named,
       transform_non_params=lambda _: replicated,
       is_leaf=lambda x: isinstance(x, NamedSharding))
-  everything = jax.tree.map(lambda _: replicated, state)
+  return named, opt
+
+
+def state_shardings(state: Any, tx: optax.GradientTransformation, mesh: Mesh) -> Any:
+  """NamedShardings for every leaf of `state` (a TrainState, concrete or abstract)."""
+  named, opt = trainable_shardings(state.trainable(), state.opt_state, tx, mesh)
+  everything = jax.tree.map(lambda _: NamedSharding(mesh, P()), state)
   return everything.replace(params=named["model"], head=named["head"], opt_state=opt)
 
 

@@ -202,28 +202,37 @@ def abstract_state(config, model, tx, objective: Head | None = None) -> TrainSta
                                           objective=objective), jax.random.key(0))
 
 
+def train_state_shardings(config, model, tx, mesh: Mesh, objective: Head | None = None):
+  """`sharding.state_shardings` of the TrainState `create_train_state` builds."""
+  return sharding.state_shardings(abstract_state(config, model, tx, objective), tx, mesh)
+
+
 def create_sharded_train_state(config, model, tx, rng, mesh: Mesh,
-                               objective: Head | None = None) -> TrainState:
-  """`create_train_state` placed on the mesh by `sharding.state_shardings`.
+                               objective: Head | None = None, shardings=None) -> TrainState:
+  """`create_train_state` placed on the mesh by `sharding.state_shardings` (`shardings`, when
+  the caller has them already: tracing the init for them costs seconds on a large net).
 
   Initialised under jit with those shardings as outputs, so a sharded head is
   never whole on one device.
   """
-  shardings = sharding.state_shardings(abstract_state(config, model, tx, objective), tx, mesh)
+  if shardings is None:
+    shardings = train_state_shardings(config, model, tx, mesh, objective)
   init = functools.partial(create_train_state, config, model, tx, objective=objective)
   return jax.jit(init, out_shardings=shardings)(rng)
 
 
-def make_jitted_step(config, model, tx, mesh: Mesh, objective: Head | None = None):
+def make_jitted_step(config, model, tx, mesh: Mesh, objective: Head | None = None,
+                     state_sharding=None):
   """train_step jitted with the state placed by `sharding.state_shardings` (replicated,
   except a Partial FC head's rows and their optimizer state) and the batch sharded over "data".
 
   `objective` defaults to `config.loss` for a triplet loss (which needs no
-  class count); classification losses must pass theirs.
+  class count); classification losses must pass theirs. `state_sharding`: the
+  state's shardings when the caller has them (`train_state_shardings`).
   """
   objective = _default_objective(config) if objective is None else objective
-  state_sharding = sharding.state_shardings(abstract_state(config, model, tx, objective), tx,
-                                            mesh)
+  if state_sharding is None:
+    state_sharding = train_state_shardings(config, model, tx, mesh, objective)
   replicated = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P("data"))
   step = functools.partial(train_step, model=model, tx=tx, objective=objective,
@@ -336,10 +345,12 @@ def init_model_vars_from(config, source_workdir: str, target: dict) -> dict:
   return model_vars
 
 
-def restore_or_init(config, workdir, manager, model, tx, objective) -> tuple[TrainState, dict]:
-  """The newest good checkpoint of `workdir` (or a fresh state), replicated; and its meta."""
+def restore_or_init(config, workdir, manager, model, tx, objective,
+                    shardings=None) -> tuple[TrainState, dict]:
+  """The newest good checkpoint of `workdir` (or a fresh state), placed on the mesh by
+  `shardings` (`train_state_shardings`); and its meta."""
   state = create_sharded_train_state(config, model, tx, jax.random.key(config.seed), make_mesh(),
-                                     objective)
+                                     objective, shardings)
   found = checkpointing.restore_latest_good(manager, workdir, config, state.eval_vars(),
                                             state.train_vars())
   if found is None:
@@ -373,10 +384,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   mesh = make_mesh()
   manager = checkpointing.make_manager(workdir, max_to_keep=config.checkpoint.max_to_keep,
                                        async_save=config.checkpoint.get("async_save", True))
-  restore = functools.partial(restore_or_init, config, workdir, manager, model, tx, objective)
+  # Traced once here for the init, the restore, the step and any rollback.
+  shardings = train_state_shardings(config, model, tx, mesh, objective)
+  restore = functools.partial(restore_or_init, config, workdir, manager, model, tx, objective,
+                              shardings)
   state, meta = restore()
   loop = _Loop(config=config, workdir=workdir, source=source, mesh=mesh, manager=manager,
-               step_fn=make_jitted_step(config, model, tx, mesh, objective),
+               step_fn=make_jitted_step(config, model, tx, mesh, objective, shardings),
                guard=DivergenceGuard.from_config(config),
                writer=_SummaryWriter(workdir) if is_chief else None,
                progress=_progress(int(state.step), config.num_train_steps, is_chief),

@@ -26,7 +26,12 @@ HERE = os.path.dirname(__file__)
 # (each shard would see 1/4 of the negatives).
 @pytest.mark.parametrize("loss,model,steps,rtol,param_tol", [
     ("semi_hard", "plain", 1, 1e-3, 1e-3),
-    ("batch_all", "bn", 3, 1e-5, 1e-5),
+    # BatchNorm at a batch of 8 (4 rows per device pair) divides by small
+    # stds: the conv kernels pick up rounding differences that depend on the
+    # CPU's Eigen paths (up to 4e-5 seen on an AMD EPYC, <1e-5 on Intel).
+    # Per-shard batch statistics would change the normalised activations
+    # themselves (each device would see 2 rows), not their last bits.
+    ("batch_all", "bn", 3, 1e-5, 1e-4),
     # Classification heads: the softmax + center loss (centers updated from
     # the global batch, identical on every device) and an angular margin.
     # Cross-entropy gradients are ~10x the triplet ones, and BatchNorm at a

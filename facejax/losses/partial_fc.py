@@ -46,8 +46,8 @@ from facejax.losses._masked import (SQ_NORM_EPS, base_metrics, cross_entropy_los
                                     one_hot, pick, prepare, stop)
 from facejax.losses.angular_margin import _combined
 from facejax.losses.heads import ClassifierHead, HeadArgumentError
+from facejax.sharding import MESH_AXIS
 
-MESH_AXIS = "data"
 
 
 def padded_rows(num_classes: int, row_multiple: int) -> int:

@@ -33,14 +33,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from facejax.models.layers import Conv, PReLU, normalized_embedding
+from facejax.models.layers import (Conv, PReLU, normalized_embedding, stage_counts,
+                                   torch_batch_norm)
 
 # depth -> blocks per stage (arcface_torch iresnet18 ... iresnet200).
 BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 14, 3), 100: (3, 13, 30, 3),
           200: (6, 26, 60, 6)}
 STAGE_WIDTHS = (64, 128, 256, 512)
-_BN_EPS = 1e-5
-_BN_MOMENTUM = 0.9
 _conv_init = nn.initializers.normal(stddev=0.1)
 # torch nn.Linear default: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
 _torch_linear_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -50,13 +49,6 @@ def _torch_linear_bias_init(fan_in: int):
   bound = 1.0 / math.sqrt(fan_in)
   return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound,
                                                                    bound)
-
-
-def _bn(train: bool, dtype, name: str, use_scale: bool = True) -> nn.BatchNorm:
-  # Under jit on a batch sharded over the "data" axis the statistics are
-  # global-batch reductions (XLA inserts the all-reduce): synchronised BN.
-  return nn.BatchNorm(use_running_average=not train, momentum=_BN_MOMENTUM, epsilon=_BN_EPS,
-                      use_scale=use_scale, dtype=dtype, name=name)
 
 
 def _conv3x3(features: int, stride: int, dtype, name: str) -> nn.Module:
@@ -75,17 +67,17 @@ class IBasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    y = _bn(train, self.dtype, "bn1")(x)
+    y = torch_batch_norm(train, self.dtype, "bn1")(x)
     y = _conv3x3(self.features, 1, self.dtype, "conv1")(y)
-    y = _bn(train, self.dtype, "bn2")(y)
+    y = torch_batch_norm(train, self.dtype, "bn2")(y)
     y = PReLU(name="prelu")(y)
     y = _conv3x3(self.features, self.stride, self.dtype, "conv2")(y)
-    y = _bn(train, self.dtype, "bn3")(y)
+    y = torch_batch_norm(train, self.dtype, "bn3")(y)
     if self.stride != 1 or x.shape[-1] != self.features:
       x = Conv(self.features, (1, 1), strides=(self.stride, self.stride), padding="VALID",
                use_bias=False, kernel_init=_conv_init, dtype=self.dtype,
                name="downsample_conv")(x)
-      x = _bn(train, self.dtype, "downsample_bn")(x)
+      x = torch_batch_norm(train, self.dtype, "downsample_bn")(x)
     return x + y
 
 
@@ -110,13 +102,7 @@ class IResNet(nn.Module):
   dtype: Any = jnp.float32
 
   def stage_blocks(self) -> tuple[int, ...]:
-    if self.blocks is not None:
-      if len(self.blocks) != 4:
-        raise ValueError(f"config.model.blocks={self.blocks!r} must give 4 stages")
-      return tuple(int(b) for b in self.blocks)
-    if self.depth not in BLOCKS:
-      raise ValueError(f"config.model.depth={self.depth!r}: choose one of {sorted(BLOCKS)}")
-    return BLOCKS[self.depth]
+    return stage_counts(self.blocks, self.depth, BLOCKS, "blocks")
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
@@ -138,20 +124,20 @@ class IResNet(nn.Module):
     widths = [max(1, int(round(c * self.width))) for c in STAGE_WIDTHS]
     x = images.astype(self.dtype)
     x = _conv3x3(widths[0], 1, self.dtype, "conv1")(x)
-    x = _bn(train, self.dtype, "bn1")(x)
+    x = torch_batch_norm(train, self.dtype, "bn1")(x)
     x = PReLU(name="prelu")(x)
     for s, (n_blocks, features) in enumerate(zip(self.stage_blocks(), widths), start=1):
       for b in range(n_blocks):
         x = IBasicBlock(features, stride=2 if b == 0 else 1, dtype=self.dtype,
                         name=f"layer{s}_{b}")(x, train)
-    x = _bn(train, self.dtype, "bn2")(x)
+    x = torch_batch_norm(train, self.dtype, "bn2")(x)
     x = x.reshape((x.shape[0], -1))
     x = nn.Dropout(self.dropout_rate, deterministic=not train, name="dropout")(x)
     x = x.astype(jnp.float32)
     x = nn.Dense(self.embedding_dim, kernel_init=_torch_linear_init,
                  bias_init=_torch_linear_bias_init(x.shape[-1]), dtype=jnp.float32,
                  name="fc")(x)
-    x = _bn(train, jnp.float32, "features", use_scale=False)(x)
+    x = torch_batch_norm(train, jnp.float32, "features", use_scale=False)(x)
     return normalized_embedding(x)
 
 

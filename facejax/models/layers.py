@@ -207,3 +207,26 @@ class PReLU(nn.Module):
                        jnp.float32)
     alpha = alpha.astype(x.dtype)
     return jnp.where(x >= 0, x, alpha * x)
+
+
+def torch_batch_norm(train: bool, dtype: Any, name: str, use_scale: bool = True) -> nn.BatchNorm:
+  """BatchNorm with torch's defaults (eps 1e-5, momentum 0.1 = Flax 0.9): arcface_torch's nets.
+
+  Under jit on a batch sharded over the "data" axis the statistics are
+  global-batch reductions (XLA inserts the all-reduce): synchronised BN.
+  """
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                      use_scale=use_scale, dtype=dtype, name=name)
+
+
+def stage_counts(explicit: Sequence[int] | None, depth: int, table: dict[int, tuple[int, ...]],
+                 key: str) -> tuple[int, ...]:
+  """Blocks per stage of a 4-stage net: `explicit` (`config.model.<key>`) if given, else
+  `table[depth]`; a bad value raises naming the key."""
+  if explicit is not None:
+    if len(explicit) != 4:
+      raise ValueError(f"config.model.{key}={explicit!r} must give 4 stages")
+    return tuple(int(b) for b in explicit)
+  if depth not in table:
+    raise ValueError(f"config.model.depth={depth!r}: choose one of {sorted(table)}")
+  return table[depth]

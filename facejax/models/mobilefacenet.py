@@ -31,10 +31,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from facejax.models.layers import Conv, PReLU, normalized_embedding
+from facejax.models.layers import Conv, PReLU, normalized_embedding, torch_batch_norm
 
-_BN_EPS = 1e-5
-_BN_MOMENTUM = 0.9
 _kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
@@ -57,8 +55,7 @@ class ConvBN(nn.Module):
     x = Conv(self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride),
              padding=((p, p), (p, p)), feature_group_count=self.groups, use_bias=False,
              kernel_init=_kaiming_fan_out, dtype=self.dtype, name="conv")(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=_BN_MOMENTUM, epsilon=_BN_EPS,
-                     dtype=self.dtype, name="bn")(x)
+    x = torch_batch_norm(train, self.dtype, "bn")(x)
     return PReLU(name="prelu")(x) if self.prelu else x
 
 
@@ -141,8 +138,7 @@ class MobileFaceNet(nn.Module):
     x = x.reshape((x.shape[0], -1))
     x = nn.Dense(self.embedding_dim, use_bias=False, kernel_init=_kaiming_fan_out,
                  dtype=jnp.float32, name="gdc_fc")(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=_BN_MOMENTUM, epsilon=_BN_EPS,
-                     dtype=jnp.float32, name="features")(x)
+    x = torch_batch_norm(train, jnp.float32, "features")(x)
     return normalized_embedding(x)
 
 

@@ -45,7 +45,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from facejax.models.layers import Conv, PReLU, normalized_embedding
+from facejax.models.layers import Conv, PReLU, normalized_embedding, stage_counts
 
 # depth -> residual units in the 64/128/256/512 stages (make_spherenet.py).
 UNITS = {20: (1, 2, 4, 1), 36: (2, 4, 8, 2), 64: (3, 8, 16, 3)}
@@ -74,13 +74,7 @@ class SphereFace(nn.Module):
   dtype: Any = jnp.float32
 
   def stage_units(self) -> tuple[int, ...]:
-    if self.units is not None:
-      if len(self.units) != 4:
-        raise ValueError(f"config.model.units={self.units!r} must give 4 stages")
-      return tuple(int(u) for u in self.units)
-    if self.depth not in UNITS:
-      raise ValueError(f"config.model.depth={self.depth!r}: choose one of {sorted(UNITS)}")
-    return UNITS[self.depth]
+    return stage_counts(self.units, self.depth, UNITS, "units")
 
   def _conv_prelu(self, x, features, stride, name, opener):
     # Openers: Xavier + learned bias. Residual convs: N(0, 0.01), no bias
