@@ -4,7 +4,8 @@ FC) as the peer where it fits.
 
 One step = the head's forward and backward on a global batch of embeddings [B, D]
 (a fixed random batch: the backbone does not change with C), then SGD momentum 0.9
-with weight decay 5e-4 on the sampled rows only (`sharding.row_masked_update`), jitted
+with weight decay 5e-4 on the sampled rows only (`partial_fc.gather_trainable` /
+`scatter_trainable`: the rows' slice is trained and written back in place), jitted
 with the shardings the trainer uses (`sharding.state_shardings`: centers and momentum
 split by rows). Memory per device is XLA's `memory_analysis()` of the compiled step:
 arguments (this device's centers and momentum) + temporaries (the sampled centers,
@@ -13,9 +14,8 @@ logits, gradients).
   python benchmarks/partial_fc_bench.py                       # C = 100k, 1M, 10M; r = 0.1
   python benchmarks/partial_fc_bench.py --classes 1000000 --steps 5
 
-The 10M point runs at D = 64 on this 24 GiB machine (10M x 512 fp32 centers and their
-momentum are 41 GB; at D = 128 the step's dense center gradient and updates took it past
-24 GB); its D = 512 memory is compiled, not run.
+The 10M point runs at D = 128 on this 24 GiB machine (10M x 512 fp32 centers and their
+momentum are 41 GB); its D = 512 memory is compiled, not run.
 """
 
 import argparse
@@ -35,7 +35,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _common  # noqa: E402
 from facejax import sharding  # noqa: E402
-from facejax.losses import make_objective  # noqa: E402
+from facejax.losses import make_objective, partial_fc  # noqa: E402
 
 GiB = 2**30
 
@@ -70,20 +70,26 @@ def build(num_classes, dim, batch, rate, mesh, replicated_head=False):
     shard = {"head": named["head"], "opt_state": opt}
 
   def step(state, x, y, mask, key):
-    trainable = {"model": {}, "head": state["head"]}
-
-    def loss_fn(t):
-      (loss, _), out = head.apply({"params": t["head"]}, x, x, labels=y, mask=mask, step=0,
-                                  rngs={"sample": key}, mutable=["update_mask"])
-      return loss, out.get("update_mask", {})
-
+    # train.train_step's head half: the sampled rows' slice of the centers and momentum is
+    # gathered, trained and written back in place.
+    trainable, opt_state = {"model": {}, "head": state["head"]}, state["opt_state"]
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-      (loss, update_mask), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
-      updates, opt_state = tx.update(grads, state["opt_state"], trainable)
-      if update_mask:
-        updates, opt_state = sharding.row_masked_update(tx, {"head": update_mask}, trainable,
-                                                        updates, opt_state, state["opt_state"])
-    new = optax.apply_updates(trainable, updates)
+      index = head.apply({}, y, mask, rngs={"sample": key}, method="sample")
+      kwargs = {}
+      if index is not None:
+        trainable, opt_state = partial_fc.gather_trainable(tx, trainable, opt_state, index)
+        kwargs = {"index": index}
+
+      def loss_fn(t):
+        return head.apply({"params": t["head"]}, x, x, labels=y, mask=mask, step=0,
+                          **kwargs)[0]
+
+      loss, grads = jax.value_and_grad(loss_fn)(trainable)
+      updates, opt_state = tx.update(grads, opt_state, trainable)
+      new = optax.apply_updates(trainable, updates)
+      if index is not None:
+        new, opt_state = partial_fc.scatter_trainable(
+            tx, {"model": {}, "head": state["head"]}, state["opt_state"], new, opt_state, index)
     return {"head": new["head"], "opt_state": opt_state}, loss
 
   batch_sharding = NamedSharding(mesh, P("data"))
@@ -134,7 +140,8 @@ def main():
     print(line)
   rows = []
   for c in (int(v) for v in args.classes.split(",")):
-    dim = 512 if c * 512 * 4 * 2 < 12 * GiB else 64
+    # The widest D whose centers and momentum fit in half of this machine's 24 GiB.
+    dim = next(d for d in (512, 256, 128, 64, 32) if c * d * 4 * 2 < 12 * GiB)
     head_gib = c * dim * 4 / GiB
     r = measure(c, dim, args.batch, args.rate, args.steps, mesh)
     rows.append([f"{c:,}", dim, f"PFC r={args.rate}", f"{head_gib:.2f}", f"{r['args']:.3f}",

@@ -33,7 +33,7 @@ from facejax.data import input_pipeline, sampling
 from facejax.evaluation import registry
 from facejax.evaluation import results
 from facejax.inference import Embedder
-from facejax.losses import Head, init_head, make_objective
+from facejax.losses import Head, init_head, make_objective, partial_fc
 from facejax.models import create_model
 
 
@@ -152,32 +152,39 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
   # Partial FC draws its centers from a stream of its own: a function of (seed, step).
   sample_rng = jax.random.fold_in(step_rng, 1)
 
+  # A sampling head (Partial FC, r < 1) trains only the rows it draws: the step works on
+  # their slice of the centers and of the optimizer state, and writes it back at the end.
+  index = objective.apply({}, batch["label"], batch["mask"], rngs={"sample": sample_rng},
+                          method="sample")
+  trainable, opt_state = state.trainable(), state.opt_state
+  head_kwargs = {}
+  if index is not None:
+    trainable, opt_state = partial_fc.gather_trainable(tx, trainable, opt_state, index)
+    head_kwargs = {"index": index}
+
   def compute_loss(trainable):
     (emb, features), net_updates = model.apply(
         {"params": trainable["model"], "batch_stats": state.batch_stats}, batch["image"],
         train=True, rngs={"dropout": step_rng}, mutable=["batch_stats"])
     # The objective's one call: the loss, and its own state (the centers) moved by its rule.
-    # "update_mask": the rows a sampling head (Partial FC) used, the only ones to update.
     (loss, metrics), head_updates = objective.apply(
         {"params": trainable["head"], **state.loss_state}, emb, features,
         labels=batch["label"], mask=batch["mask"], step=state.step,
-        rngs={"sample": sample_rng}, mutable=list(state.loss_state) + ["update_mask"])
-    head_updates = dict(head_updates)
-    update_mask = head_updates.pop("update_mask", {})
-    return loss, (metrics, net_updates, head_updates, update_mask, emb)
+        mutable=list(state.loss_state), **head_kwargs)
+    return loss, (metrics, net_updates, head_updates, emb)
 
-  (loss, (metrics, net_updates, head_updates, update_mask, emb)), grads = jax.value_and_grad(
-      compute_loss, has_aux=True)(state.trainable())
-  updates, opt_state = tx.update(grads, state.opt_state, state.trainable())
-  if update_mask:
-    updates, opt_state = sharding.row_masked_update(
-        tx, {"head": update_mask}, state.trainable(), updates, opt_state, state.opt_state)
+  (loss, (metrics, net_updates, head_updates, emb)), grads = jax.value_and_grad(
+      compute_loss, has_aux=True)(trainable)
+  updates, opt_state = tx.update(grads, opt_state, trainable)
   # Scaling the updates scales the learning rate: the optimizers facejax builds
   # (SGD, Adam, AdaGrad, AdamW, ..., after clipping and the L2 term) end in
   # `-learning_rate * direction`, with no state that depends on the rate. So a
   # rollback changes a number in the state, not the optimizer or the compiled step.
   updates = jax.tree.map(lambda u: u * state.lr_scale.astype(u.dtype), updates)
-  trainable = optax.apply_updates(state.trainable(), updates)
+  trainable = optax.apply_updates(trainable, updates)
+  if index is not None:
+    trainable, opt_state = partial_fc.scatter_trainable(
+        tx, state.trainable(), state.opt_state, trainable, opt_state, index)
   mask = batch["mask"].astype(jnp.float32)
   # Collapse check (FaceNet §3.2): spread of the embeddings around their mean.
   mean_emb = jnp.sum(emb * mask[:, None], 0) / jnp.maximum(mask.sum(), 1.0)

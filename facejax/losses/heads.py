@@ -71,6 +71,12 @@ class Head(nn.Module):
                mask: jax.Array, step: jax.Array) -> tuple[jax.Array, Metrics]:
     raise NotImplementedError
 
+  def sample(self, labels: jax.Array, mask: jax.Array) -> jax.Array | None:
+    """The rows of the head's weight this step trains ([N, k] per-shard indices, see
+    `losses.partial_fc`), or None: every weight is used and trained."""
+    del labels, mask
+    return None
+
 
 def _field_problems(head: Head) -> list[str]:
   """One message per field whose value has the wrong type or is out of range."""

@@ -23,10 +23,14 @@ to `CombinedMarginHead` with kernel = weight[:C].T (tested).
 Differences from arcface_torch, on purpose:
 * The margin's gradient is the true d cos(theta + m) / d cos(theta);
   arcface_torch applies the margin in place under no_grad (straight-through).
-* Only the sampled rows are updated: the head writes a row mask into its
-  "update_mask" collection and the train step keeps the optimizer state and
-  the weights of the other rows as they were (arcface_torch's dense gradient
-  lets momentum and weight decay move every row).
+* Only the sampled rows are updated, and only they are ever materialised
+  outside the weight: the train step draws the rows (`sample`), gathers them
+  and their optimizer state from each device's shard (`gather_rows`),
+  differentiates the loss with respect to the [N, k, D] slice, runs the
+  optimizer on the slice and writes it back in place (`scatter_rows`). So a
+  step holds the centers, their momentum and O(k) of temporaries per device,
+  not a dense [C, D] gradient (arcface_torch's dense gradient lets momentum
+  and weight decay move every row, and costs a full-size gradient).
 * The sample of step s comes from the "sample" RNG stream, a function of
   (seed, s), so a resumed run draws the same rows.
 Rows are padded to a multiple of `row_multiple` (default 1024) so that the
@@ -35,18 +39,19 @@ checkpoint's shape does not depend on the device count; N must divide it.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 from jax.sharding import PartitionSpec as P
 
 from facejax.losses._masked import (SQ_NORM_EPS, base_metrics, cross_entropy_loss, masked_mean,
                                     one_hot, pick, prepare, stop)
 from facejax.losses.angular_margin import _combined
 from facejax.losses.heads import ClassifierHead, HeadArgumentError
-from facejax.sharding import MESH_AXIS
+from facejax.sharding import MESH_AXIS, row_split_leaves
 
 
 
@@ -82,6 +87,54 @@ def sample_rows(key: jax.Array, labels: jax.Array, mask: jax.Array, *, num_class
   _, order = jax.lax.sort((-scores, jnp.broadcast_to(jnp.arange(rows_per_shard), scores.shape)),
                           dimension=1, num_keys=1)
   return jnp.sort(order[:, :k], axis=-1)
+
+
+def _row_shards(weight: jax.Array, num_shards: int) -> jax.Array:
+  """[N m, D] -> [N, m, D], shard i on the device that holds rows i m .. (i + 1) m."""
+  return _constrain(weight.reshape(num_shards, -1, weight.shape[-1]), P(MESH_AXIS, None, None))
+
+
+def gather_rows(weight: jax.Array, index: jax.Array) -> jax.Array:
+  """weight [N m, D] (split by rows), index [N, k] local rows -> [N, k, D], each shard's
+  rows read on its own device."""
+  # vmapped over the shards, the gather's shard axis is a batching dimension, which XLA's
+  # partitioner keeps local: no device sees another's rows.
+  rows = jax.vmap(lambda w, i: w[i])(_row_shards(weight, index.shape[0]), index)
+  return _constrain(rows, P(MESH_AXIS, None, None))
+
+
+def scatter_rows(weight: jax.Array, index: jax.Array, rows: jax.Array) -> jax.Array:
+  """`weight` with `rows` [N, k, D] written at `index` [N, k] (unique, sorted per shard):
+  the inverse of `gather_rows`. Under jit with `weight` donated the write is in place."""
+  write = lambda w, i, r: w.at[i].set(r, indices_are_sorted=True,  # noqa: E731
+                                      unique_indices=True)
+  shards = jax.vmap(write)(_row_shards(weight, index.shape[0]), index, rows.astype(weight.dtype))
+  return _constrain(shards, P(MESH_AXIS, None, None)).reshape(weight.shape)
+
+
+def gather_trainable(tx: optax.GradientTransformation, trainable: dict, opt_state: Any,
+                     index: jax.Array) -> tuple[dict, Any]:
+  """The slice of {"model": params, "head": head params} and of `tx`'s state a sampled step
+  trains: every row-split leaf (the centers, their momentum or Adam moments) becomes its
+  [N, k, D] rows at `index` [N, k]; the rest is passed through."""
+  split = row_split_leaves(trainable)
+  take = lambda is_split, w: gather_rows(w, index) if is_split else w  # noqa: E731
+  rows = jax.tree.map(take, split, trainable)
+  opt_rows = optax.tree_utils.tree_map_params(tx, lambda w, is_split: take(is_split, w),
+                                              opt_state, split, transform_non_params=lambda x: x)
+  return rows, opt_rows
+
+
+def scatter_trainable(tx: optax.GradientTransformation, trainable: dict, opt_state: Any,
+                      new_rows: dict, new_opt_rows: Any, index: jax.Array) -> tuple[dict, Any]:
+  """The inverse of `gather_trainable`: the full trees with the slice's new values written
+  back at `index`; every other leaf is the slice's (they were passed through whole)."""
+  split = row_split_leaves(trainable)
+  state_split = optax.tree_utils.tree_map_params(tx, lambda _, is_split: is_split, opt_state,
+                                                 split, transform_non_params=lambda _: False)
+  put = lambda is_split, full, new: scatter_rows(full, index, new) if is_split else new  # noqa: E731
+  return (jax.tree.map(put, split, trainable, new_rows),
+          jax.tree.map(put, state_split, opt_state, new_opt_rows))
 
 
 class PartialFCHead(ClassifierHead):
@@ -128,26 +181,39 @@ class PartialFCHead(ClassifierHead):
       return m
     return min(m, max(int(self.sample_rate * m), global_batch))
 
+  def sample(self, labels: jax.Array, mask: jax.Array) -> jax.Array | None:
+    """Per shard, the sorted local rows [N, k] int32 this step uses (every positive of the
+    global batch `labels` [B] plus random negatives, from the "sample" RNG stream), or
+    None when r = 1 keeps them all."""
+    m = self.rows // self.num_shards
+    k = self.samples_per_shard(labels.shape[0])
+    if k == m:
+      return None
+    return sample_rows(self.make_rng("sample"), labels, mask.astype(bool),
+                       num_classes=self.num_classes, num_shards=self.num_shards,
+                       rows_per_shard=m, k=k)
+
   @nn.compact
-  def __call__(self, embedding, features, *, labels, mask, step):
+  def __call__(self, embedding, features, *, labels, mask, step, index=None):
+    """loss and metrics. With `index` [N, k] (from `sample`), the "weight" param is the
+    gathered slice [N, k, D] (`gather_rows`), the only centers the loss reads, so its
+    gradient is [N, k, D] too; without, the head samples (r < 1) and gathers itself."""
     del step
-    weight = self.param("weight", nn.initializers.normal(self.init_std),
-                        (self.rows, self.feature_dim), jnp.float32)
+    n, m = self.num_shards, self.rows // self.num_shards
+    if index is None:
+      weight = self.param("weight", nn.initializers.normal(self.init_std),
+                          (self.rows, self.feature_dim), jnp.float32)
+      index = self.sample(labels, mask)
+      if index is None:
+        index = jnp.broadcast_to(jnp.arange(m), (n, m))
+        sampled = _row_shards(weight, n)
+      else:
+        sampled = gather_rows(weight, index)
+    else:
+      sampled = self.get_variable("params", "weight")
     x, labels, mask = prepare(self._input(embedding, features), labels, mask)
     x = x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, -1, keepdims=True), SQ_NORM_EPS))
-    n, m = self.num_shards, self.rows // self.num_shards
-    shards = _constrain(weight.reshape(n, m, self.feature_dim), P(MESH_AXIS, None, None))
-    k = self.samples_per_shard(x.shape[0])
-    if k == m:
-      index = jnp.broadcast_to(jnp.arange(m), (n, m))
-      sampled = shards
-    else:
-      index = sample_rows(self.make_rng("sample"), labels, mask, num_classes=self.num_classes,
-                          num_shards=n, rows_per_shard=m, k=k)
-      sampled = jnp.take_along_axis(shards, index[:, :, None], axis=1)  # [N, k, D]
-      if self.is_mutable_collection("update_mask"):
-        rows = jnp.zeros((n, m), bool).at[jnp.arange(n)[:, None], index].set(True)
-        self.put_variable("update_mask", "weight", rows.reshape(n * m, 1))
+    k = index.shape[1]
     sampled = sampled * jax.lax.rsqrt(
         jnp.maximum(jnp.sum(sampled * sampled, -1, keepdims=True), SQ_NORM_EPS))
     cos = jnp.clip(jnp.einsum("bd,nkd->bnk", x, sampled), -1.0, 1.0)
