@@ -12,7 +12,10 @@ PyTorch (channels_last), interleaved in one process:
 * facejax's `L2Pool` (strided slices) against torch `avg_pool2d(x^2) * 9` then `sqrt`;
 * 3x3/2 max pool: `flax.linen.max_pool` (reduce_window; its gradient is
   select_and_scatter) and facejax's `layers.max_pool` (strided slices);
-* BatchNorm in training mode.
+* BatchNorm in training mode;
+* depthwise 3x3 convolutions at MobileFaceNet's shapes: lax's grouped convolution
+  (`feature_group_count` = channels) and facejax's `layers.Conv`, which runs them as
+  shifted multiply-adds, against torch's `groups=C` Conv2d.
 
 The main JAX columns run under facejax's default XLA:CPU flags
 (`facejax/xla_flags.py`). With `--xla_flags` it re-runs the JAX side in
@@ -23,6 +26,7 @@ without facejax's flags) and prints one JAX column (fwd / f+b ms) per setting.
 Usage:
   python benchmarks/ops_bench.py
   python benchmarks/ops_bench.py --reps 10 --batch 32
+  python benchmarks/ops_bench.py --ops depthwise       # only the ops whose name contains it
   python benchmarks/ops_bench.py --xla_flags="jaxlib-default;--xla_cpu_use_onednn=true"
 """
 
@@ -55,11 +59,19 @@ OPS = [
     ("max pool 3x3/2 48x48x64 flax (reduce_window)", "maxpool_flax", 48, 48, 64, None, (3, 3), 2),
     ("max pool 3x3/2 48x48x64 facejax (slices)", "maxpool", 48, 48, 64, None, (3, 3), 2),
     ("BatchNorm train 24x24x192", "bn", 24, 24, 192, None, None, 1),
+    ("depthwise 3x3 56x56x128 lax grouped conv", "dwconv_lax", 56, 56, 128, 128, (3, 3), 1),
+    ("depthwise 3x3 56x56x128 facejax (shifted taps)", "dwconv", 56, 56, 128, 128, (3, 3), 1),
+    ("depthwise 3x3/2 56x56x128 lax grouped conv", "dwconv_lax", 56, 56, 128, 128, (3, 3), 2),
+    ("depthwise 3x3/2 56x56x128 facejax (shifted taps)", "dwconv", 56, 56, 128, 128, (3, 3), 2),
+    ("depthwise 3x3 14x14x512 lax grouped conv", "dwconv_lax", 14, 14, 512, 512, (3, 3), 1),
+    ("depthwise 3x3 14x14x512 facejax (shifted taps)", "dwconv", 14, 14, 512, 512, (3, 3), 1),
 ]
 
 
 def conv_macs(op, batch):
   _, kind, h, w, cin, cout, k, s = op
+  if kind.startswith("dwconv"):
+    return batch * (h // s) * (w // s) * cin * k[0] * k[1]
   if kind != "conv":
     return None
   return batch * (h // s) * (w // s) * cin * cout * k[0] * k[1]
@@ -75,6 +87,10 @@ def jax_runners(op, batch):
   x = jax.random.normal(jax.random.key(0), (batch, h, w, cin), jnp.float32)
   if kind == "conv":
     module = nn.Conv(cout, k, strides=s, padding="SAME", use_bias=True)
+  elif kind in ("dwconv_lax", "dwconv"):
+    conv = nn.Conv if kind == "dwconv_lax" else layers.Conv
+    module = conv(cout, k, strides=s, padding=((1, 1), (1, 1)), feature_group_count=cin,
+                  use_bias=False)
   elif kind == "lrn":
     module = layers.LocalResponseNorm()
   elif kind == "lrn_band":
@@ -156,6 +172,8 @@ def torch_runners(op, batch):
   x = torch.randn(batch, cin, h, w).contiguous(memory_format=torch.channels_last)
   if kind == "conv":
     module = nn.Conv2d(cin, cout, k, stride=s, padding=(k[0] // 2, k[1] // 2))
+  elif kind in ("dwconv_lax", "dwconv"):
+    module = nn.Conv2d(cin, cout, k, stride=s, padding=1, groups=cin, bias=False)
   elif kind in ("lrn", "lrn_band"):
     module = nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0)
   elif kind == "l2pool":
@@ -196,8 +214,10 @@ def main(argv=None):
   p.add_argument("--reps", type=int, default=7, help="timed repetitions (median)")
   p.add_argument("--xla_flags", default="",
                  help="';'-separated XLA_FLAGS settings to add as extra JAX columns")
+  p.add_argument("--ops", default="", help="only the ops whose name contains this")
   p.add_argument("--jax_only_json", action="store_true", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
+  OPS[:] = [op for op in OPS if args.ops in op[0]]
   BandedLRN, _MaxPool, _FacejaxMaxPool = _define_modules()
 
   if args.jax_only_json:
@@ -221,7 +241,7 @@ def main(argv=None):
     if flags == "jaxlib-default":  # jaxlib's own defaults, without facejax's flags
       env.update(XLA_FLAGS="", FACEJAX_KEEP_XLA_FLAGS="1")
     out = subprocess.run([sys.executable, __file__, "--jax_only_json", "--batch", str(args.batch),
-                          "--reps", str(args.reps)], env=env, capture_output=True, text=True,
+                          "--reps", str(args.reps), "--ops", args.ops], env=env, capture_output=True, text=True,
                          check=True).stdout
     extra_res.append(json.loads(out.split("JSON ", 1)[1]))
 

@@ -79,9 +79,37 @@ def test_max_pool_rejects_too_small_map():
     ((1, 7), 1, "SAME"),
 ])
 def test_conv_matches_flax_conv_values_and_grads(kernel, stride, padding):
-  x = jax.random.normal(jax.random.key(3), (2, 6, 7, 5))
-  ref = nn.Conv(4, kernel, strides=stride, padding=padding)
-  ours = layers.Conv(4, kernel, strides=stride, padding=padding)
+  _check_conv_against_flax(dict(features=4, kernel_size=kernel, strides=stride,
+                                padding=padding), (2, 6, 7, 5))
+
+
+# Grouped with few channels per group: the shifted multiply-add path. MobileFaceNet's
+# depthwise 3x3 with pad 1 at strides 1 and 2, its 7x7 GDC head (valid, 7x7 -> 1x1), its
+# conv2_dw (2 channels per group in and out), a channel multiplier, "SAME" with odd sizes.
+@pytest.mark.parametrize("channels,groups,features,kernel,stride,padding,hw", [
+    (6, 6, 6, (3, 3), 1, ((1, 1), (1, 1)), (6, 7)),
+    (6, 6, 6, (3, 3), 2, ((1, 1), (1, 1)), (7, 8)),
+    (6, 6, 6, (7, 7), 1, "VALID", (7, 7)),
+    (8, 4, 8, (3, 3), 1, ((1, 1), (1, 1)), (5, 6)),
+    (4, 4, 12, (3, 3), 2, "SAME", (9, 6)),
+])
+def test_grouped_conv_matches_flax_grouped_conv(channels, groups, features, kernel, stride,
+                                                 padding, hw):
+  _check_conv_against_flax(dict(features=features, kernel_size=kernel, strides=stride,
+                                padding=padding, feature_group_count=groups),
+                           (2, *hw, channels))
+  x = jnp.zeros((2, *hw, channels))
+  hlo = jax.jit(lambda x, k: layers.conv_general_dilated(
+      x, k, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      feature_group_count=groups)).lower(
+          x, jnp.zeros((*kernel, channels // groups, features))).as_text()
+  assert "convolution" not in hlo
+
+
+def _check_conv_against_flax(kwargs, shape):
+  x = jax.random.normal(jax.random.key(3), shape)
+  ref = nn.Conv(**kwargs)
+  ours = layers.Conv(**kwargs)
   variables = ref.init(jax.random.key(4), x)
   assert jax.tree.map(jnp.shape, ours.init(jax.random.key(4), x)) == jax.tree.map(
       jnp.shape, variables)

@@ -1,7 +1,8 @@
 """Reusable layers of the nets: LRN, pooling, maxout dense, PReLU, L2 normalisation."""
 
+import contextlib
 import functools
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import flax.linen as nn
 import jax
@@ -32,8 +33,16 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
   the same result up to float rounding. XLA:CPU
   runs it about 2.5x faster forward and 3-4x faster forward+backward as a dot
   than as a convolution (`benchmarks/ops_bench.py`). 1x1 convs are a large
-  share of the Inception nets' layers. Every other convolution goes to
-  `lax.conv_general_dilated` unchanged.
+  share of the Inception nets' layers.
+
+  A grouped NHWC convolution with few input channels per group (depthwise:
+  one; MobileFaceNet's conv2_dw: two) runs as shifted multiply-adds, one per
+  tap and input channel of a group: XLA:CPU's grouped convolution ran 22-28x
+  slower forward and 4-16x slower forward+backward than the shifted form at
+  MobileFaceNet's depthwise shapes (`benchmarks/ops_bench.py --ops depthwise`).
+  Same result up to float rounding; the sum is kept in float32 for bf16 inputs.
+
+  Every other convolution goes to `lax.conv_general_dilated` unchanged.
   """
   nhwc = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
   unit = lambda v: v is None or all(int(d) == 1 for d in v)  # noqa: E731
@@ -44,6 +53,15 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                and dimension_numbers is not None
                and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
                and not kwargs)
+  few_per_group = (_fast_grouped_convs and lhs.ndim == 4 and feature_group_count > 1
+                   and rhs.shape[2] <= _MAX_TAPS_CHANNELS_PER_GROUP
+                   and unit(lhs_dilation) and unit(rhs_dilation) and not kwargs
+                   and dimension_numbers is not None
+                   and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape,
+                                                      dimension_numbers) == nhwc)
+  if few_per_group:
+    return _grouped_conv_as_taps(lhs, rhs, tuple(int(d) for d in window_strides), padding,
+                                 feature_group_count)
   if not pointwise:
     return jax.lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
@@ -55,7 +73,51 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
   return jax.lax.dot_general(lhs, rhs[0, 0], (((3,), (0,)), ((), ())), precision=precision)
 
 
-# `flax.linen.Conv` with the pointwise fast path; same parameters and names.
+# Above this many input channels per group the taps' multiply-adds outgrow a convolution.
+_MAX_TAPS_CHANNELS_PER_GROUP = 4
+_fast_grouped_convs = True
+
+
+@contextlib.contextmanager
+def grouped_convs_as_convolutions() -> Iterator[None]:
+  """While tracing inside it, grouped convolutions stay `conv_general_dilated` ops (so that
+  `flops.multiply_adds` sees and counts them as the papers do)."""
+  global _fast_grouped_convs
+  previous, _fast_grouped_convs = _fast_grouped_convs, False
+  try:
+    yield
+  finally:
+    _fast_grouped_convs = previous
+
+
+def _grouped_conv_as_taps(lhs: jax.Array, rhs: jax.Array, strides: tuple[int, int],
+                          padding: Any, groups: int) -> jax.Array:
+  """lhs [B, H, W, G c] (*) rhs [kh, kw, c, G o] with G groups, as kh x kw x c strided taps,
+  each a broadcast multiply-add: [B, H', W', G, 1] x [G, o] -> [B, H', W', G, o]."""
+  kh, kw, c_in, c_out = rhs.shape
+  sh, sw = strides
+  if isinstance(padding, str):
+    padding = jax.lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), strides, padding)
+  (pt, pb), (pl, pr) = (tuple(int(v) for v in p) for p in padding)
+  x = jnp.pad(lhs, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  b, out_h, out_w = x.shape[0], (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+  out_dtype = jnp.result_type(lhs, rhs)
+  acc_dtype = jnp.promote_types(out_dtype, jnp.float32)
+  w = rhs.astype(acc_dtype).reshape(kh, kw, c_in, groups, c_out // groups)
+  y = None
+  for i in range(kh):
+    for j in range(kw):
+      tap = jax.lax.slice(x, (0, i, j, 0),
+                          (b, i + (out_h - 1) * sh + 1, j + (out_w - 1) * sw + 1, x.shape[3]),
+                          (1, sh, sw, 1))
+      tap = tap.astype(acc_dtype).reshape(b, out_h, out_w, groups, c_in)
+      for c in range(c_in):
+        term = tap[..., c:c + 1] * w[i, j, c]
+        y = term if y is None else y + term
+  return y.reshape(b, out_h, out_w, c_out).astype(out_dtype)
+
+
+# `flax.linen.Conv` with the pointwise and grouped fast paths; same parameters and names.
 Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
 
 
