@@ -37,8 +37,8 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
 
   A grouped NHWC convolution with few input channels per group (depthwise:
   one; MobileFaceNet's conv2_dw: two) runs as shifted multiply-adds, one per
-  tap and input channel of a group: XLA:CPU's grouped convolution ran 22-28x
-  slower forward and 4-16x slower forward+backward than the shifted form at
+  tap and input channel of a group: XLA:CPU's grouped convolution ran 15-34x
+  slower forward and 16-38x slower forward+backward than the shifted form at
   MobileFaceNet's depthwise shapes (`benchmarks/ops_bench.py --ops depthwise`).
   Same result up to float rounding; the sum is kept in float32 for bf16 inputs.
 
@@ -53,7 +53,9 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                and dimension_numbers is not None
                and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
                and not kwargs)
-  few_per_group = (_fast_grouped_convs and lhs.ndim == 4 and feature_group_count > 1
+  # CPU only: XLA:GPU/TPU have grouped convolutions of their own (cuDNN's, the MXU's).
+  few_per_group = (_fast_grouped_convs and jax.default_backend() == "cpu"
+                   and lhs.ndim == 4 and feature_group_count > 1
                    and rhs.shape[2] <= _MAX_TAPS_CHANNELS_PER_GROUP
                    and unit(lhs_dilation) and unit(rhs_dilation) and not kwargs
                    and dimension_numbers is not None
@@ -94,12 +96,17 @@ def _grouped_conv_as_taps(lhs: jax.Array, rhs: jax.Array, strides: tuple[int, in
                           padding: Any, groups: int) -> jax.Array:
   """lhs [B, H, W, G c] (*) rhs [kh, kw, c, G o] with G groups, as kh x kw x c strided taps,
   each a broadcast multiply-add: [B, H', W', G, 1] x [G, o] -> [B, H', W', G, o]."""
-  kh, kw, c_in, c_out = rhs.shape
-  sh, sw = strides
+  kh, kw = rhs.shape[:2]
   if isinstance(padding, str):
     padding = jax.lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), strides, padding)
-  (pt, pb), (pl, pr) = (tuple(int(v) for v in p) for p in padding)
-  x = jnp.pad(lhs, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  padding = tuple(tuple(int(v) for v in p) for p in padding)
+  return _taps_conv(lhs, rhs, strides, padding, groups)
+
+
+def _taps_forward(lhs, rhs, strides, padding, groups):
+  kh, kw, c_in, c_out = rhs.shape
+  sh, sw = strides
+  x = jnp.pad(lhs, ((0, 0), *padding, (0, 0)))
   b, out_h, out_w = x.shape[0], (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
   out_dtype = jnp.result_type(lhs, rhs)
   acc_dtype = jnp.promote_types(out_dtype, jnp.float32)
@@ -115,6 +122,37 @@ def _grouped_conv_as_taps(lhs: jax.Array, rhs: jax.Array, strides: tuple[int, in
         term = tap[..., c:c + 1] * w[i, j, c]
         y = term if y is None else y + term
   return y.reshape(b, out_h, out_w, c_out).astype(out_dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _taps_conv(lhs, rhs, strides, padding, groups):
+  return _taps_forward(lhs, rhs, strides, padding, groups)
+
+
+def _taps_conv_fwd(lhs, rhs, strides, padding, groups):
+  return _taps_forward(lhs, rhs, strides, padding, groups), (lhs, rhs)
+
+
+def _taps_conv_bwd(strides, padding, groups, residuals, dy):
+  # The input gradient is autodiff's (padded adjoints of the taps, one fused loop). The kernel
+  # gradient is a reduction per tap over the whole batch; done an image at a time, the
+  # image's input and output gradient stay in cache across the kh x kw taps, which made it
+  # 3-4x faster than batch-wide reductions that each re-read both from memory.
+  lhs, rhs = residuals
+  _, input_vjp = jax.vjp(lambda x: _taps_forward(x, rhs, strides, padding, groups), lhs)
+  (d_lhs,) = input_vjp(dy)
+
+  def kernel_grad(image_and_dy):
+    image, dy_image = image_and_dy
+    _, kernel_vjp = jax.vjp(lambda w: _taps_forward(image[None], w, strides, padding, groups),
+                            rhs)
+    return kernel_vjp(dy_image[None])[0].astype(jnp.promote_types(rhs.dtype, jnp.float32))
+
+  d_rhs = jnp.sum(jax.lax.map(kernel_grad, (lhs, dy)), axis=0).astype(rhs.dtype)
+  return d_lhs, d_rhs
+
+
+_taps_conv.defvjp(_taps_conv_fwd, _taps_conv_bwd)
 
 
 # `flax.linen.Conv` with the pointwise and grouped fast paths; same parameters and names.
