@@ -4,8 +4,8 @@ FC) as the peer where it fits.
 
 One step = the head's forward and backward on a global batch of embeddings [B, D]
 (a fixed random batch: the backbone does not change with C), then SGD momentum 0.9
-with weight decay 5e-4 on the sampled rows only (`partial_fc.gather_trainable` /
-`scatter_trainable`: the rows' slice is trained and written back in place), jitted
+with weight decay 5e-4 on the sampled rows only (`partial_fc.optimizer_step`, the
+trainer's update: the rows' slice is trained and written back in place), jitted
 with the shardings the trainer uses (`sharding.state_shardings`: centers and momentum
 split by rows). Memory per device is XLA's `memory_analysis()` of the compiled step:
 arguments (this device's centers and momentum) + temporaries (the sampled centers,
@@ -70,26 +70,18 @@ def build(num_classes, dim, batch, rate, mesh, replicated_head=False):
     shard = {"head": named["head"], "opt_state": opt}
 
   def step(state, x, y, mask, key):
-    # train.train_step's head half: the sampled rows' slice of the centers and momentum is
-    # gathered, trained and written back in place.
-    trainable, opt_state = {"model": {}, "head": state["head"]}, state["opt_state"]
+    # The trainer's update (`partial_fc.optimizer_step`): the sampled rows' slice of the
+    # centers and momentum is gathered, trained and written back in place.
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
       index = head.apply({}, y, mask, rngs={"sample": key}, method="sample")
-      kwargs = {}
-      if index is not None:
-        trainable, opt_state = partial_fc.gather_trainable(tx, trainable, opt_state, index)
-        kwargs = {"index": index}
 
-      def loss_fn(t):
-        return head.apply({"params": t["head"]}, x, x, labels=y, mask=mask, step=0,
-                          **kwargs)[0]
+      def loss_fn(t, head_kwargs):
+        loss, _ = head.apply({"params": t["head"]}, x, x, labels=y, mask=mask, step=0,
+                             **head_kwargs)
+        return loss, None
 
-      loss, grads = jax.value_and_grad(loss_fn)(trainable)
-      updates, opt_state = tx.update(grads, opt_state, trainable)
-      new = optax.apply_updates(trainable, updates)
-      if index is not None:
-        new, opt_state = partial_fc.scatter_trainable(
-            tx, {"model": {}, "head": state["head"]}, state["opt_state"], new, opt_state, index)
+      new, opt_state, loss, _, _ = partial_fc.optimizer_step(
+          tx, {"model": {}, "head": state["head"]}, state["opt_state"], loss_fn, index)
     return {"head": new["head"], "opt_state": opt_state}, loss
 
   batch_sharding = NamedSharding(mesh, P("data"))

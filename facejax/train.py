@@ -94,7 +94,7 @@ class TrainState:
 
 def make_mesh(devices=None) -> Mesh:
   devices = jax.devices() if devices is None else devices
-  return Mesh(np.asarray(devices), ("data",))
+  return Mesh(np.asarray(devices), (sharding.MESH_AXIS,))
 
 
 def _default_objective(config: ml_collections.ConfigDict) -> Head:
@@ -121,12 +121,17 @@ def create_train_state(config: ml_collections.ConfigDict, model: nn.Module,
   init = jax.jit(functools.partial(model.init, train=False))
   variables = init(init_rng, jnp.zeros((1, h, w, 3), jnp.float32))
   params = variables["params"]
-  ema = jax.tree.map(jnp.copy, params) if config.get("ema_decay", 0.0) else {}
+  ema = ema_start(params) if config.get("ema_decay", 0.0) else {}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get("batch_stats", {}),
                     opt_state=tx.init({"model": params, "head": head}),
                     rng=jax.random.key_data(state_rng), head=head, loss_state=head_vars,
                     ema_params=ema)
+
+
+def ema_start(params: dict) -> dict:
+  """The EMA's first value: a copy of the params (a buffer of its own, as the step donates)."""
+  return jax.tree.map(jnp.copy, params)
 
 
 def ema_decay_at(decay: float, step: jax.Array) -> jax.Array:
@@ -156,13 +161,8 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
   # their slice of the centers and of the optimizer state, and writes it back at the end.
   index = objective.apply({}, batch["label"], batch["mask"], rngs={"sample": sample_rng},
                           method="sample")
-  trainable, opt_state = state.trainable(), state.opt_state
-  head_kwargs = {}
-  if index is not None:
-    trainable, opt_state = partial_fc.gather_trainable(tx, trainable, opt_state, index)
-    head_kwargs = {"index": index}
 
-  def compute_loss(trainable):
+  def compute_loss(trainable, head_kwargs):
     (emb, features), net_updates = model.apply(
         {"params": trainable["model"], "batch_stats": state.batch_stats}, batch["image"],
         train=True, rngs={"dropout": step_rng}, mutable=["batch_stats"])
@@ -173,18 +173,9 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
         mutable=list(state.loss_state), **head_kwargs)
     return loss, (metrics, net_updates, head_updates, emb)
 
-  (loss, (metrics, net_updates, head_updates, emb)), grads = jax.value_and_grad(
-      compute_loss, has_aux=True)(trainable)
-  updates, opt_state = tx.update(grads, opt_state, trainable)
-  # Scaling the updates scales the learning rate: the optimizers facejax builds
-  # (SGD, Adam, AdaGrad, AdamW, ..., after clipping and the L2 term) end in
-  # `-learning_rate * direction`, with no state that depends on the rate. So a
-  # rollback changes a number in the state, not the optimizer or the compiled step.
-  updates = jax.tree.map(lambda u: u * state.lr_scale.astype(u.dtype), updates)
-  trainable = optax.apply_updates(trainable, updates)
-  if index is not None:
-    trainable, opt_state = partial_fc.scatter_trainable(
-        tx, state.trainable(), state.opt_state, trainable, opt_state, index)
+  trainable, opt_state, loss, (metrics, net_updates, head_updates, emb), grads = (
+      partial_fc.optimizer_step(tx, state.trainable(), state.opt_state, compute_loss, index,
+                                update_scale=state.lr_scale))
   mask = batch["mask"].astype(jnp.float32)
   # Collapse check (FaceNet §3.2): spread of the embeddings around their mean.
   mean_emb = jnp.sum(emb * mask[:, None], 0) / jnp.maximum(mask.sum(), 1.0)
@@ -241,7 +232,7 @@ def make_jitted_step(config, model, tx, mesh: Mesh, objective: Head | None = Non
   if state_sharding is None:
     state_sharding = train_state_shardings(config, model, tx, mesh, objective)
   replicated = NamedSharding(mesh, P())
-  batch_sharding = NamedSharding(mesh, P("data"))
+  batch_sharding = NamedSharding(mesh, P(sharding.MESH_AXIS))
   step = functools.partial(train_step, model=model, tx=tx, objective=objective,
                            ema_decay=config.get("ema_decay", 0.0))
 
@@ -255,8 +246,8 @@ def make_jitted_step(config, model, tx, mesh: Mesh, objective: Head | None = Non
 
 def shard_batch(batch: dict, mesh: Mesh) -> dict:
   """Host-local numpy batch -> global jax arrays sharded over the mesh."""
-  sharding = NamedSharding(mesh, P("data"))
-  return {k: jax.make_array_from_process_local_data(sharding, batch[k])
+  batch_sharding = NamedSharding(mesh, P(sharding.MESH_AXIS))
+  return {k: jax.make_array_from_process_local_data(batch_sharding, batch[k])
           for k in ("image", "label", "mask")}
 
 
@@ -364,7 +355,7 @@ def restore_or_init(config, workdir, manager, model, tx, objective,
     if config.get("init_from"):
       model_vars = init_model_vars_from(config, config.init_from, state.model_vars())
       state = state.replace(params=model_vars["params"], batch_stats=model_vars["batch_stats"],
-                            ema_params=(jax.tree.map(jnp.copy, model_vars["params"])
+                            ema_params=(ema_start(model_vars["params"])
                                         if state.ema_params else {}))
     return state, {}
   step, meta, model_vars, train_vars = found

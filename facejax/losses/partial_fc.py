@@ -39,7 +39,7 @@ checkpoint's shape does not depend on the device count; N must divide it.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import flax.linen as nn
 import jax
@@ -52,7 +52,6 @@ from facejax.losses._masked import (SQ_NORM_EPS, base_metrics, cross_entropy_los
 from facejax.losses.angular_margin import _combined
 from facejax.losses.heads import ClassifierHead, HeadArgumentError
 from facejax.sharding import MESH_AXIS, row_split_leaves
-
 
 
 def padded_rows(num_classes: int, row_multiple: int) -> int:
@@ -135,6 +134,39 @@ def scatter_trainable(tx: optax.GradientTransformation, trainable: dict, opt_sta
   put = lambda is_split, full, new: scatter_rows(full, index, new) if is_split else new  # noqa: E731
   return (jax.tree.map(put, split, trainable, new_rows),
           jax.tree.map(put, state_split, opt_state, new_opt_rows))
+
+
+
+def optimizer_step(tx: optax.GradientTransformation, trainable: dict, opt_state: Any,
+                   loss_fn: Callable[[dict, dict], tuple[jax.Array, Any]],
+                   index: jax.Array | None, update_scale: jax.Array | float = 1.0):
+  """One step of `tx` on `trainable`; with a sample `index` [N, k], on its rows only.
+
+  `loss_fn(trainable, head_kwargs) -> (loss, aux)` is differentiated with respect to
+  the trainable tree, or to its gathered slice when `index` is given (`head_kwargs`
+  is then {"index": index}, for the head's call). The updates are multiplied by
+  `update_scale` (the trainer's learning-rate scale) before they are applied, and a
+  slice is written back in place (`scatter_trainable`).
+
+  Returns (new trainable, new opt_state, loss, aux, grads); `grads` are the slice's.
+  """
+  full, full_opt_state = trainable, opt_state
+  head_kwargs = {}
+  if index is not None:
+    trainable, opt_state = gather_trainable(tx, trainable, opt_state, index)
+    head_kwargs = {"index": index}
+  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, head_kwargs)
+  updates, opt_state = tx.update(grads, opt_state, trainable)
+  # Scaling the updates scales the learning rate: the optimizers facejax builds
+  # (SGD, Adam, AdaGrad, AdamW, ..., after clipping and the L2 term) end in
+  # `-learning_rate * direction`, with no state that depends on the rate. So a
+  # rollback changes a number in the state, not the optimizer or the compiled step.
+  updates = jax.tree.map(lambda u: u * jnp.asarray(update_scale, u.dtype), updates)
+  trainable = optax.apply_updates(trainable, updates)
+  if index is not None:
+    trainable, opt_state = scatter_trainable(tx, full, full_opt_state, trainable, opt_state,
+                                             index)
+  return trainable, opt_state, loss, aux, grads
 
 
 class PartialFCHead(ClassifierHead):
