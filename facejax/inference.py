@@ -136,24 +136,39 @@ def standardize(x: jax.Array, mode: str) -> jax.Array:
   return (x - mean) / jnp.maximum(std, 1.0 / np.sqrt(n))
 
 
+def embed_images(model, variables: dict, x: jax.Array, flip: str,
+                 standardization: str | None) -> jax.Array:
+  """The evaluator's embedding of x [B, H, W, 3] -> [B, D] float32 (flip="concat": [B, 2D]).
+
+  `standardization` None: `x` is standardised already (tf.data); else pixels in [0, 255]
+  standardised here. flip "average" gives e(x) + e(mirror x), which every distance
+  renormalises. Traceable with a symbolic batch (export): the mirror is `jnp.flip`, a
+  reverse, where `x[:, :, ::-1]` would become a gather that TFLite cannot convert.
+  The net runs in inference mode, where each image's embedding is its own: running the
+  2B images in one call only changes the float rounding (about 1e-7).
+  """
+  if standardization is not None:
+    x = standardize(x, standardization)
+  if flip == "none":
+    return model.apply(variables, x, train=False)[0]
+  # One call on [x; mirror x]: an exported model then holds each weight once.
+  b, h, w, c = x.shape
+  both, _ = model.apply(variables, jnp.stack([x, jnp.flip(x, 2)]).reshape(2 * b, h, w, c),
+                        train=False)
+  # [2, B, D] taken apart by reshapes and a sum, not slices: a slice at a symbolic B
+  # becomes a dynamic gather, which TFLite cannot convert.
+  both = both.reshape(2, b, both.shape[-1])
+  if flip == "concat":
+    return jnp.swapaxes(both, 0, 1).reshape(-1, 2 * both.shape[-1])  # [e(x), e(mirror x)]
+  return both.sum(0)
+
+
 @functools.lru_cache(maxsize=32)
 def _jitted_embed(model, flip: str, standardization: str | None):
-  """One jitted embedder per (net, flip, standardisation): chunked callers must not
-  recompile. `standardization` None: the inputs are standardised already (tf.data)."""
-
-  @jax.jit
-  def embed(variables, x):
-    if standardization is not None:
-      x = standardize(x, standardization)
-    e, _ = model.apply(variables, x, train=False)
-    if flip == "none":
-      return e
-    ef, _ = model.apply(variables, x[:, :, ::-1, :], train=False)
-    if flip == "concat":
-      return jnp.concatenate([e, ef], -1)
-    return e + ef  # "average": renormalised by the distance function
-
-  return embed
+  """One jitted `embed_images` per (net, flip, standardisation): chunked callers must not
+  recompile."""
+  return jax.jit(functools.partial(embed_images, model, flip=flip,
+                                   standardization=standardization))
 
 
 def _local_variables(variables: dict) -> dict:

@@ -233,7 +233,9 @@ class LocalResponseNorm(nn.Module):
         window_dimensions=(1, 1, 1, self.size),
         window_strides=(1, 1, 1, 1),
         padding=((0, 0), (0, 0), (0, 0), (lo, hi)))
-    scale = jnp.power(self.k + (self.alpha / self.size) * window_sum, -self.beta)
+    # lax.pow with a scalar exponent: jnp.power's broadcast trips jax2onnx on a symbolic batch.
+    scale = jax.lax.pow(self.k + (self.alpha / self.size) * window_sum,
+                        jnp.float32(-self.beta))
     return (x.astype(jnp.float32) * scale).astype(x.dtype)
 
 
