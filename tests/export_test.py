@@ -2,7 +2,7 @@
 
 The reference is the evaluator's own path (`Embedder.embed_arrays`, the config's flip,
 then L2 normalisation) on the same uint8 crops, run by JAX; each exported model is run
-by its own runtime (TensorFlow, the TFLite interpreter, onnxruntime) at batch 1 and at
+by its own runtime (`export.load_exported`: TensorFlow, the TFLite interpreter, onnxruntime) at batch 1 and at
 batch 12, so a fixed batch baked in at export would fail. Nets: davidsandberg's
 20180408-102900 converted (Inception-ResNet-v1, 512-D, flip concat) and an OpenFace
 NN4.small2 trained here for 2 steps (128-D, LRN and L2 pooling, its flip "none" and
@@ -39,28 +39,6 @@ def _reference(embedder, crops):
   return e / np.linalg.norm(e, axis=1, keepdims=True)
 
 
-def _run_exported(export_format, path, images):
-  """The exported model at `path` on uint8 images [B, H, W, 3], by its own runtime."""
-  if export_format == "saved_model":
-    import tensorflow as tf
-    serve = tf.saved_model.load(path).signatures["serving_default"]
-    return serve(images=tf.constant(images))["embeddings"].numpy()
-  if export_format == "tflite":
-    import tensorflow as tf
-    interpreter = tf.lite.Interpreter(model_path=path)
-    inp = interpreter.get_input_details()[0]
-    interpreter.resize_tensor_input(inp["index"], images.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(inp["index"], images)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-  import onnxruntime as ort
-  options = ort.SessionOptions()
-  options.log_severity_level = 3
-  session = ort.InferenceSession(path, options)
-  return session.run(["embeddings"], {"images": images})[0]
-
-
 @pytest.fixture(scope="module")
 def trained(lfw_root, tmp_path_factory):
   """(config, workdir): NN4.small2 at 72x72 trained 2 steps, with its DevTest evaluation."""
@@ -89,10 +67,11 @@ def _check_export(config, workdir, export_format, flip, lfw_root, out_dir):
   embedder = inference.Embedder.from_workdir(config, workdir, flip=flip)
   crops = _lfw_crops(lfw_root, embedder)
   ref = _reference(embedder, crops)
-  got = _run_exported(export_format, out, crops)
+  run = export.load_exported(export_format, out)
+  got = run(crops)
   assert got.shape == ref.shape == (len(crops), info["output"]["shape"][1])
   np.testing.assert_allclose(got, ref, atol=TOLERANCE, rtol=0)
-  one = _run_exported(export_format, out, crops[3:4])
+  one = run(crops[3:4])
   np.testing.assert_allclose(one, ref[3:4], atol=TOLERANCE, rtol=0)
   with open(export.sidecar_path(out)) as f:
     saved = json.load(f)

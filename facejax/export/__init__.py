@@ -5,6 +5,7 @@ r"""Take a model out of facejax: SavedModel, TFLite (float32) and ONNX.
 
   from facejax import export
   info = export.export_model(config, workdir, "saved_model", "exported/nn4_small2")
+  embeddings = export.load_exported("saved_model", "exported/nn4_small2")(uint8_crops)
 
 The model takes uint8 [B, H, W, 3] aligned RGB crops at config.data.image_size, any
 batch B, and returns float32 [B, D] unit-L2 embeddings: standardisation, flip fusion
@@ -21,16 +22,15 @@ import json
 import os
 import shutil
 
-import jax
 import ml_collections
-import numpy as np
 
 from facejax import errors, inference
 from facejax.export import formats, serving
+from facejax.export.runtimes import load_exported
 from facejax.export.formats import FORMATS
 from facejax.tools.common import OutputExistsError
 
-__all__ = ["FORMATS", "export_model", "sidecar_path"]
+__all__ = ["FORMATS", "export_model", "load_exported", "sidecar_path"]
 
 
 def sidecar_path(output: str) -> str:
@@ -63,7 +63,7 @@ def export_model(config: ml_collections.ConfigDict, workdir: str, export_format:
   embedder = inference.Embedder.from_workdir(config, workdir, step, flip=flip)
   h, w = embedder.preprocessing.image_size
   standardization = embedder.standardization
-  fn = serving.serving_fn(embedder.model, host_arrays(embedder.variables), flip=flip,
+  fn = serving.serving_fn(embedder.model, embedder.variables, flip=flip,
                           standardization=standardization)
   info = serving.sidecar(config, export_format=export_format, workdir=workdir,
                          step=embedder.step, flip=flip, standardization=standardization,
@@ -81,8 +81,3 @@ def export_model(config: ml_collections.ConfigDict, workdir: str, export_format:
   os.replace(meta_path + ".partial", meta_path)
   return info
 
-
-def host_arrays(variables: dict) -> dict:
-  """The variables as host numpy arrays: the exported function closes over them as
-  constants, which must not carry the embedder's device placement."""
-  return jax.tree.map(np.asarray, variables)

@@ -23,6 +23,7 @@ from facejax import errors
 
 FORMATS = ("saved_model", "tflite", "onnx")
 INPUT_NAME = "images"
+OUTPUT_NAME = "embeddings"
 
 
 class ConverterMissingError(errors.MissingDataError):
@@ -36,7 +37,7 @@ def _tf_function(fn: Callable, h: int, w: int):
   converted = jax2tf.convert(fn, polymorphic_shapes=[f"(b, {h}, {w}, 3)"], with_gradient=False)
   module = tf.Module()
   module.embed = tf.function(
-      lambda images: {"embeddings": converted(images)}, autograph=False,
+      lambda images: {OUTPUT_NAME: converted(images)}, autograph=False,
       input_signature=[tf.TensorSpec([None, h, w, 3], tf.uint8, name=INPUT_NAME)])
   return module
 
@@ -73,7 +74,7 @@ def write_onnx(fn: Callable, h: int, w: int, path: str) -> None:
   import jax.numpy as jnp  # noqa: PLC0415
 
   proto = jax2onnx.to_onnx(fn, [jax.ShapeDtypeStruct(("B", h, w, 3), jnp.uint8)],
-                           input_names=[INPUT_NAME], output_names=["embeddings"],
+                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                            return_mode="proto")
   onnx.save_model(proto, path)
 

@@ -24,6 +24,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 import facejax
 from facejax import inference
@@ -38,7 +39,11 @@ STANDARDIZATION_FORMULAS = {
 
 def serving_fn(model, variables: dict, *, flip: str,
                standardization: str) -> Callable[[jax.Array], jax.Array]:
-  """uint8 [B, H, W, 3] -> float32 [B, D] unit rows (module doc), `variables` closed over."""
+  """uint8 [B, H, W, 3] -> float32 [B, D] unit rows (module doc), `variables` closed over.
+
+  The variables are taken to the host first: an exported function holds them as
+  constants, which must not carry an embedder's device placement."""
+  variables = jax.tree.map(np.asarray, variables)
 
   def embed(images: jax.Array) -> jax.Array:
     e = inference.embed_images(model, variables, images, flip, standardization)
