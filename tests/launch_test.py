@@ -52,6 +52,7 @@ MODULES = {
     "facejax.evaluation.ablation": "facejax/evaluation/ablation.py",
     "facejax.evaluation.make_bin": "facejax/evaluation/make_bin.py",
     "facejax.convert": "facejax/convert.py",
+    "facejax.export": "facejax/export/__main__.py",
     "facejax.tools": "facejax/tools/__main__.py",
     "facejax.data.prepare": "facejax/data/prepare.py",
     "facejax.data.synthetic_rec": "facejax/data/synthetic_rec.py",

@@ -24,7 +24,7 @@ from absl import flags
 from etils import epath
 from ml_collections import config_flags
 
-from facejax import cli, errors
+from facejax import cli, errors, quantization
 from facejax.data import input_pipeline
 from facejax.distances import fold_distances
 from facejax.evaluation import lfw_eval, metrics as metrics_lib, registry
@@ -37,9 +37,11 @@ DEFAULT_SETTINGS = tuple(
 
 
 def score_settings(config: ml_collections.ConfigDict, pair_set: lfw_eval.PairSet, embedder,
-                   settings=DEFAULT_SETTINGS, *, desc: str = "embed (+ mirror)"
-                   ) -> tuple[list[dict], dict]:
-  """Scores `settings` [(distance, flip, subtract_mean)] of any pairs from one embedding pass.
+                   settings=DEFAULT_SETTINGS, *, desc: str = "embed (+ mirror)",
+                   quantizations=("none",)) -> tuple[list[dict], dict]:
+  """Scores `settings` [(distance, flip, subtract_mean)] of any pairs from one embedding pass,
+  each once per entry of `quantizations` ("int8": from the int8 codes of the embedding the
+  setting uses, `quantization.int8_roundtrip`, as `tools embed --quantize=int8` stores it).
 
   `embedder` holds the net and the preprocessing of the pairs' images. Returns (rows, info):
   one row per setting with accuracy ± std, VAL ± std @ FAR, AUC, EER, threshold and the
@@ -59,13 +61,16 @@ def score_settings(config: ml_collections.ConfigDict, pair_set: lfw_eval.PairSet
   dim = both.shape[1] // 2
   ia, ib, folds = pair_set.index_a, pair_set.index_b, pair_set.folds
   rows = []
-  for distance, flip, subtract_mean in settings:
+  for (distance, flip, subtract_mean), quantize in itertools.product(settings, quantizations):
     emb = both if flip == "concat" else both[:, :dim]
+    if quantization.check_quantization(quantize) == "int8":
+      emb = quantization.int8_roundtrip(emb)
     dist = fold_distances(emb[ia], emb[ib], folds, distance, subtract_mean)
     v = metrics_lib.evaluate_verification(dist, pair_set.issame, folds=folds,
                                           far_target=config.eval.far_target,
                                           test_folds=pair_set.test_folds)
     rows.append({"distance": distance, "flip": flip, "subtract_mean": subtract_mean,
+                 "quantize": quantize,
                  "accuracy": v.accuracy_mean, "accuracy_std": v.accuracy_std,
                  "val": v.val_mean, "val_std": v.val_std, "far": v.far_mean,
                  "auc": v.auc, "eer": v.eer, "threshold": v.best_threshold,
@@ -80,8 +85,8 @@ def score_settings(config: ml_collections.ConfigDict, pair_set: lfw_eval.PairSet
 
 def evaluate_settings(config: ml_collections.ConfigDict, *, workdir: str | None = None,
                       step: int | None = None, variables: dict | None = None,
-                      protocol: str = "view2",
-                      settings=DEFAULT_SETTINGS) -> tuple[list[dict], dict]:
+                      protocol: str = "view2", settings=DEFAULT_SETTINGS,
+                      quantizations=("none",)) -> tuple[list[dict], dict]:
   """`score_settings` on LFW pairs of `protocol` (info adds the protocol and image folder)."""
   protocol = lfw_eval.canonical_protocol(protocol)
   options = lfw_eval.EvalOptions.resolve(config, flip="concat")
@@ -89,7 +94,7 @@ def evaluate_settings(config: ml_collections.ConfigDict, *, workdir: str | None 
                                     variables=variables)
   pair_set, _, image_root = lfw_eval.lfw_pair_set(config, protocol)
   rows, info = score_settings(config, pair_set, embedder, settings,
-                              desc=f"embed {protocol} (+ mirror)")
+                              desc=f"embed {protocol} (+ mirror)", quantizations=quantizations)
   info.update(protocol=protocol, image_dir=str(image_root))
   return rows, info
 
@@ -145,10 +150,12 @@ class AblationEvaluator(registry.Evaluator):
 
 
 def format_table(rows: list[dict]) -> str:
-  lines = ["| distance | flip | mean sub. | accuracy | VAL@FAR=1e-3 | AUC | EER |",
-           "|---|---|---|---|---|---|---|"]
+  lines = ["| distance | flip | mean sub. | stored as | accuracy | VAL@FAR=1e-3 | AUC | EER |",
+           "|---|---|---|---|---|---|---|---|"]
   for r in rows:
+    stored = {"none": "float32", "int8": "int8"}[r.get("quantize", "none")]
     lines.append(f"| {r['distance']} | {r['flip']} | {'yes' if r['subtract_mean'] else 'no'} | "
+                 f"{stored} | "
                  f"{r['accuracy']:.4f} ± {r['accuracy_std']:.4f} | "
                  f"{r['val']:.4f} ± {r['val_std']:.4f} (FAR {r['far']:.5f}) | "
                  f"{r['auc']:.4f} | {r['eer']:.4f} |")
@@ -164,7 +171,7 @@ def write(rows, info, out_dir: str, key: results_lib.ResultKey, *, title: str
   if jax.process_index() == 0:
     epath.Path(paths.json).write_text(json.dumps({"info": info, "settings": rows}, indent=1))
     curves = {f"{r['distance']}, flip={r['flip']}{', mean sub.' if r['subtract_mean'] else ''}"
-              f" (acc {r['accuracy']:.4f})": (np.array(r["roc_fpr"]), np.array(r["roc_tpr"]))
+              f"{', int8' if r.get('quantize') == 'int8' else ''} (acc {r['accuracy']:.4f})": (np.array(r["roc_fpr"]), np.array(r["roc_tpr"]))
               for r in rows}
     metrics_lib.plot_roc(curves, paths.roc, title=title)
   return paths.json, paths.roc
@@ -178,6 +185,8 @@ def _define_flags():
   flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
   flags.DEFINE_enum("protocol", "view2", lfw_eval.PROTOCOLS, "LFW pairs protocol.")
   flags.DEFINE_string("out_dir", None, "Where to write JSON/PNG (default <workdir>/eval).")
+  flags.DEFINE_list("quantize", ["none"], "Score each setting from these stored forms too: "
+                    "none (float32), int8 (facejax.quantization's codes).")
   config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
   flags.mark_flags_as_required(["config", "workdir"])
 
@@ -185,7 +194,7 @@ def _define_flags():
 def main(argv):
   del argv
   rows, info = evaluate_settings(FLAGS.config, workdir=FLAGS.workdir, step=FLAGS.step,
-                                 protocol=FLAGS.protocol)
+                                 protocol=FLAGS.protocol, quantizations=FLAGS.quantize)
   out_dir = results_lib.output_dir(FLAGS.workdir, FLAGS.out_dir)
   key = results_lib.ablation_key(FLAGS.config, info["protocol"], info["step"],
                                  image_root=info["image_dir"])

@@ -1,6 +1,7 @@
 r"""Everyday face tools on any checkpoint: the verb comes first.
 
-  python -m facejax.tools embed INPUT --config=C --workdir=W [--step=N] --output=emb.npz
+  python -m facejax.tools embed INPUT --config=C --workdir=W [--step=N] --output=emb.npz \
+      [--quantize=int8]
   python -m facejax.tools verify A.jpg B.jpg --config=C --workdir=W [--threshold=T]
   python -m facejax.tools identify --gallery=DIR --probes=P[,P2] --config=C --workdir=W
   python -m facejax.tools identify --split_from=DIR --unknown_fraction=0.2 --config=C --workdir=W
@@ -24,7 +25,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from facejax import checkpointing, cli, errors
+from facejax import checkpointing, cli, errors, quantization
 from facejax.data import align
 from facejax.distances import DISTANCES
 from facejax.tools import cluster as cluster_lib
@@ -49,6 +50,8 @@ flags.DEFINE_boolean("align", False, "Align each image with MTCNN first (crop, 1
 flags.DEFINE_integer("batch_size", None, "Images per net call (default: config.eval.batch_size).")
 flags.DEFINE_float("threshold", None, "Decision threshold (default: calibrated on LFW).")
 flags.DEFINE_enum("distance", None, list(DISTANCES), "Distance (default: the calibration's).")
+flags.DEFINE_string("quantize", "none", "embed: 'int8' stores int8 codes of the unit "
+                    "embeddings, one byte a dimension (facejax.quantization).")
 flags.DEFINE_string("gallery", None, "identify: gallery identity folder.")
 flags.DEFINE_list("probes", None, "identify: probe files, folders or list files.")
 flags.DEFINE_string("split_from", None, "identify: build a seeded open-set gallery/probe split "
@@ -92,6 +95,7 @@ def _images(sources, **kwargs) -> common.ImageList:
 def run_embed(args):
   if len(args) != 1 or not FLAGS.output:
     _usage("embed: give one INPUT and --output=FILE.npz")
+  quantization.check_quantization(FLAGS.quantize)  # before the images are embedded
   images = _images(args)
   model = _model()
   # Embed as the checkpoint's LFW evaluation did, so that a later `cluster
@@ -102,7 +106,7 @@ def run_embed(args):
   result = embed.embed_images(model, images, flip=cal.flip if cal else None,
                               standardization=cal.standardization if cal else None,
                               batch_size=FLAGS.batch_size)
-  embed.save_npz(result, FLAGS.output)
+  embed.save_npz(result, FLAGS.output, quantize=FLAGS.quantize)
   return result
 
 

@@ -6,6 +6,11 @@ workdir) and `step` (int, -1 when unknown), the `flip` and `standardization`
 the images were embedded with, and `skipped_names` /
 `skipped_reasons` for the files that could not be used, so that
 `np.load(path, allow_pickle=False)` reads all of it.
+
+With `quantization="int8"` (`--quantize=int8`) `embeddings` holds the int8 codes of the
+unit rows (D bytes an image: FaceNet's 128-byte embedding for a 128-D net) and `scale`
+their global scale (`facejax.quantization`); `load_npz` returns codes / scale as float32,
+which every distance renormalises: the distances of the codes themselves.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import os
 
 import numpy as np
 
-from facejax import errors
+from facejax import errors, quantization
 from facejax.tools.common import FaceModel, ImageList, format_no_face, format_skipped
 
 
@@ -32,6 +37,7 @@ class EmbedResult:
   skipped: dict[str, str] = dataclasses.field(default_factory=dict)
   path: str | None = None  # where it was saved
   no_face: list[str] = dataclasses.field(default_factory=list)  # aligned: fallback crop used
+  quantization: str = "none"  # "int8": saved as int8 codes (`embeddings` is their float value)
 
   def summary(self) -> str:
     n_ids = len({label for label in self.labels if label})
@@ -63,15 +69,21 @@ def embed_images(model: FaceModel, images: ImageList, *, flip: str | None = None
                      skipped={**images.left_out, **out.skipped}, no_face=out.no_face)
 
 
-def save_npz(result: EmbedResult, path: str | os.PathLike) -> str:
-  """Writes `result` (see the module docstring); returns the path."""
+def save_npz(result: EmbedResult, path: str | os.PathLike, *, quantize: str = "none") -> str:
+  """Writes `result` (see the module docstring), its embeddings as int8 codes when
+  `quantize` is "int8"; returns the path."""
+  quantization.check_quantization(quantize)
+  stored = {"embeddings": np.asarray(result.embeddings, np.float32)}
+  if quantize == "int8":
+    codes, scale = quantization.quantize_int8(result.embeddings)
+    stored = {"embeddings": codes, "scale": np.array(scale, np.float64),
+              "quantization": np.array("int8", dtype=str)}
   path = os.fspath(path)
   if os.path.dirname(path):
     os.makedirs(os.path.dirname(path), exist_ok=True)
   # np.str_ arrays, never dtype=object: those would need pickle to load.
   np.savez(path, names=np.array(result.names, dtype=str),
-           labels=np.array(result.labels, dtype=str),
-           embeddings=np.asarray(result.embeddings, np.float32),
+           labels=np.array(result.labels, dtype=str), **stored,
            checkpoint=np.array(result.checkpoint, dtype=str),
            step=np.array(-1 if result.step is None else result.step, np.int64),
            flip=np.array(result.flip, dtype=str),
@@ -94,8 +106,17 @@ def load_npz(path: str | os.PathLike) -> EmbedResult:
     step = int(f["step"]) if "step" in f.files else -1
     skipped = (dict(zip(f["skipped_names"].tolist(), f["skipped_reasons"].tolist()))
                if "skipped_names" in f.files else {})
+    quantized = str(f["quantization"]) if "quantization" in f.files else "none"
+    if quantized == "int8":
+      if "scale" not in f.files or f["embeddings"].dtype != np.int8:
+        raise errors.DataError(f"{path}: int8 embeddings need int8 codes and a 'scale'")
+      embeddings = quantization.dequantize(f["embeddings"], float(f["scale"]))
+    elif quantized == "none":
+      embeddings = f["embeddings"].astype(np.float32)
+    else:
+      raise errors.DataError(f"{path}: unknown quantization {quantized!r}")
     return EmbedResult(names=f["names"].tolist(), labels=f["labels"].tolist(),
-                       embeddings=f["embeddings"].astype(np.float32),
+                       embeddings=embeddings, quantization=quantized,
                        checkpoint=str(f["checkpoint"]) if "checkpoint" in f.files else "",
                        step=None if step < 0 else step,
                        flip=str(f["flip"]) if "flip" in f.files else "none",
