@@ -2,11 +2,12 @@
 
 The reference is the evaluator's own path (`Embedder.embed_arrays`, the config's flip,
 then L2 normalisation) on the same uint8 crops, run by JAX; each exported model is run
-by its own runtime (`export.load_exported`: TensorFlow, the TFLite interpreter, onnxruntime) at batch 1 and at
-batch 12, so a fixed batch baked in at export would fail. Nets: davidsandberg's
-20180408-102900 converted (Inception-ResNet-v1, 512-D, flip concat) and an OpenFace
-NN4.small2 trained here for 2 steps (128-D, LRN and L2 pooling, its flip "none" and
-"average"). The exports are slow (20-60 s each on 2 cores): .ci/run's slow line runs them.
+by its own runtime (`export.load_exported`: TensorFlow, the TFLite interpreter,
+onnxruntime) at batch 1 and at batch 12, so a fixed batch baked in at export would fail.
+Nets: davidsandberg's 20180408-102900 converted (Inception-ResNet-v1, 512-D, flip
+concat) and an OpenFace NN4.small2 trained here for 2 steps (128-D, LRN and L2 pooling,
+its flip "none" and "average"). The exports are slow (20-60 s each on 2 cores): .ci/run's
+slow line runs them.
 The bad-request lines run in the default suite.
 """
 
@@ -103,7 +104,8 @@ def test_trained_nn4_small2_exports_match_facejax(trained, export_format, flip, 
   saved = _check_export(config, workdir, export_format, flip, lfw_root, tmp_path)
   assert saved["output"]["shape"] == [None, 128]
   # The threshold of the workdir's DevTest evaluation, as the tools would use it.
-  with open(os.path.join(workdir, "eval", f"lfw_dev_test_10fold_{config.num_train_steps}.json")) as f:
+  steps = config.num_train_steps
+  with open(os.path.join(workdir, "eval", f"lfw_dev_test_10fold_{steps}.json")) as f:
     evaluated = json.load(f)
   assert saved["lfw_calibration"]["threshold"] == evaluated["threshold"]
   assert saved["lfw_calibration"]["distance"] == evaluated["distance"]
