@@ -1,5 +1,6 @@
-"""Embeddings as int8 codes: FaceNet's 128-byte embedding (Schroff et al. 2015, §5.1: the
-128-D float embedding "can be quantized to 128-bytes without loss of accuracy").
+"""Embeddings as int8 codes: FaceNet's 128-byte embedding (Schroff et al. 2015, §5.4: the
+128-D float embedding can be quantized to 128 bytes without loss of accuracy; the paper
+gives no scheme).
 
   codes, scale = quantize_int8(embeddings)   # int8 [N, D], float
   embeddings ~= codes / scale                # unit rows, to within 0.5 / scale a coordinate

@@ -51,6 +51,8 @@ def score_settings(config: ml_collections.ConfigDict, pair_set: lfw_eval.PairSet
     if distance not in lfw_eval.DISTANCES or flip not in ("none", "concat"):
       raise errors.ConfigError(f"setting ({distance!r}, {flip!r}): distance must be one of "
                                f"{lfw_eval.DISTANCES} and flip 'none' or 'concat'")
+  for quantize in quantizations:  # before the images are embedded
+    quantization.check_quantization(quantize)
   # flip="concat" gives [e, e_flipped]: every setting is scored from this one pass.
   embedder = embedder.replace(flip="concat")
   table = input_pipeline.ImageTable(pair_set.paths, encoded=pair_set.encoded,
@@ -63,7 +65,7 @@ def score_settings(config: ml_collections.ConfigDict, pair_set: lfw_eval.PairSet
   rows = []
   for (distance, flip, subtract_mean), quantize in itertools.product(settings, quantizations):
     emb = both if flip == "concat" else both[:, :dim]
-    if quantization.check_quantization(quantize) == "int8":
+    if quantize == "int8":
       emb = quantization.int8_roundtrip(emb)
     dist = fold_distances(emb[ia], emb[ib], folds, distance, subtract_mean)
     v = metrics_lib.evaluate_verification(dist, pair_set.issame, folds=folds,
@@ -171,8 +173,8 @@ def write(rows, info, out_dir: str, key: results_lib.ResultKey, *, title: str
   if jax.process_index() == 0:
     epath.Path(paths.json).write_text(json.dumps({"info": info, "settings": rows}, indent=1))
     curves = {f"{r['distance']}, flip={r['flip']}{', mean sub.' if r['subtract_mean'] else ''}"
-              f"{', int8' if r.get('quantize') == 'int8' else ''} (acc {r['accuracy']:.4f})": (np.array(r["roc_fpr"]), np.array(r["roc_tpr"]))
-              for r in rows}
+              f"{', int8' if r.get('quantize') == 'int8' else ''} (acc {r['accuracy']:.4f})":
+              (np.array(r["roc_fpr"]), np.array(r["roc_tpr"])) for r in rows}
     metrics_lib.plot_roc(curves, paths.roc, title=title)
   return paths.json, paths.roc
 
