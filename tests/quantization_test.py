@@ -70,3 +70,10 @@ def test_bad_quantization_is_named(tmp_path):
            embeddings=np.ones((1, 4), np.float32), quantization=np.array("int8"))
   with pytest.raises(errors.DataError, match="bad.npz"):
     embed.load_npz(tmp_path / "bad.npz")
+
+
+def test_ablation_refuses_an_unknown_quantization_before_embedding():
+  from facejax.evaluation import ablation
+  # No embedder at all: the check must come before any image is embedded.
+  with pytest.raises(errors.ConfigError, match="int4"):
+    ablation.score_settings(None, None, object(), quantizations=("none", "int4"))
