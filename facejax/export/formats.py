@@ -19,6 +19,9 @@ import shutil
 import tempfile
 from typing import Callable
 
+import jax
+import jax.numpy as jnp
+
 from facejax import errors
 
 FORMATS = ("saved_model", "tflite", "onnx")
@@ -70,9 +73,6 @@ def write_onnx(fn: Callable, h: int, w: int, path: str) -> None:
     raise ConverterMissingError(
         f"--format=onnx needs jax2onnx, which is not installed ({e}): `pip install -e "
         "'.[export]' && pip install --no-deps jax2onnx==0.17.1 onnx-ir==1.1.0`") from e
-  import jax  # noqa: PLC0415
-  import jax.numpy as jnp  # noqa: PLC0415
-
   proto = jax2onnx.to_onnx(fn, [jax.ShapeDtypeStruct(("B", h, w, 3), jnp.uint8)],
                            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                            return_mode="proto")
@@ -80,10 +80,6 @@ def write_onnx(fn: Callable, h: int, w: int, path: str) -> None:
 
 
 WRITERS = {"saved_model": write_saved_model, "tflite": write_tflite, "onnx": write_onnx}
-
-
-def default_suffix(export_format: str) -> str:
-  return {"saved_model": "", "tflite": ".tflite", "onnx": ".onnx"}[export_format]
 
 
 def replace_path(tmp: str, path: str) -> None:
