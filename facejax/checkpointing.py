@@ -13,6 +13,10 @@ The data position needs no item: batches are a pure function of (seed, step).
 Safety: Orbax writes a step into a temporary directory and renames it when
 complete, so a process killed mid-write leaves no step that looks finished
 (the leftover temporary directory is removed by the next writable manager).
+Old steps (beyond max_to_keep) are not deleted in place: Orbax removes a step
+file by file, so a kill mid-deletion would leave a listed step with files
+missing. They are renamed into `<checkpoints>/_deleted/` first (one atomic
+rename) and removed from there before each save (`purge_deleted`).
 A finished step can still be damaged later (a truncated copy, a bad disk),
 so `meta.digest` holds a digest of every array (`tree_digest`); `restore_latest_good`
 verifies it and falls back to the newest step that restores and verifies,
@@ -59,6 +63,10 @@ def checkpoint_dir(workdir: str) -> str:
   return str(workdir_path(workdir) / "checkpoints")
 
 
+# Orbax's `todelete_subdir`: not a step name, and not Orbax's "tmp" marker.
+DELETED_SUBDIR = "_deleted"
+
+
 def quarantine_dir(workdir: str) -> str:
   return str(workdir_path(workdir) / "checkpoints_corrupt")
 
@@ -75,8 +83,10 @@ def make_manager(workdir: str, *, max_to_keep: int = 3, save_interval_steps: int
   else:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
-        enable_async_checkpointing=async_save, create=True, cleanup_tmp_directories=True)
+        enable_async_checkpointing=async_save, create=True, cleanup_tmp_directories=True,
+        todelete_subdir=DELETED_SUBDIR)
   if not read_only:
+    purge_deleted(checkpoint_dir(workdir))
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
                                  item_names=("model", "train", "meta"))
   # Orbax warns "Given directory is read only" for every read-only manager:
@@ -92,6 +102,28 @@ def make_manager(workdir: str, *, max_to_keep: int = 3, save_interval_steps: int
   finally:
     for w in where:
       w.removeFilter(quiet)
+
+
+def purge_deleted(directory: "str | epath.Path") -> None:
+  """Removes the steps Orbax has renamed into `_deleted/` (process 0 only).
+
+  Each entry arrived there whole by one rename, so removing entries (never the folder,
+  which Orbax may be renaming into from its save thread) cannot race with a listed step;
+  an entry cut short by a kill is removed by the next purge.
+  """
+  if jax.process_index() != 0:
+    return
+  deleted = epath.Path(directory) / DELETED_SUBDIR
+  if not deleted.is_dir():
+    return
+  for entry in deleted.iterdir():
+    try:
+      if entry.is_dir():
+        entry.rmtree()
+      else:
+        entry.unlink()
+    except FileNotFoundError:
+      pass
 
 
 class _DropReadOnlyNotice(logging_std.Filter):
@@ -233,6 +265,7 @@ def save(manager: ocp.CheckpointManager, step: int, model_vars: dict, train_vars
          meta: dict, force: bool = False) -> bool:
   meta = dict(meta, digest={"model": tree_digest(model_vars), "train": tree_digest(train_vars)},
               digest_version=DIGEST_VERSION)
+  purge_deleted(manager.directory)
   return manager.save(step, args=ocp.args.Composite(
       model=ocp.args.StandardSave(model_vars),
       train=ocp.args.StandardSave(train_vars),

@@ -123,7 +123,8 @@ def _augmentations(data: ml_collections.ConfigDict) -> None:
 def _combinations(config: ml_collections.ConfigDict, num_devices: int) -> list[str]:
   problems = []
   data = config.data
-  is_triplet = config.loss.name in TRIPLET_LOSSES
+  # The harmonic loss is a triplet loss over two versions' embeddings.
+  is_triplet = config.loss.name in TRIPLET_LOSSES or config.loss.name == "harmonic"
   if is_triplet and data.sampling != "pk":
     problems.append(f"config.data.sampling={data.sampling!r} with the triplet loss "
                     f"config.loss.name={config.loss.name!r}: triplets need P x K batches ('pk')")

@@ -33,7 +33,7 @@ from facejax.data import input_pipeline, sampling
 from facejax.evaluation import registry
 from facejax.evaluation import results
 from facejax.inference import Embedder
-from facejax.losses import Head, init_head, make_objective, partial_fc
+from facejax.losses import Head, harmonic, init_head, make_objective, partial_fc
 from facejax.models import create_model
 
 
@@ -148,7 +148,8 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
 
   Args:
     state: replicated TrainState.
-    batch: image [B, H, W, 3] float32, label [B] int32, mask [B] bool, sharded on "data".
+    batch: image [B, H, W, 3] float32, label [B] int32, mask [B] bool, sharded on "data";
+      with the harmonic loss also reference [B, D] float32 (`harmonic.reference_embedder`).
     ema_decay: > 0 moves `state.ema_params` towards the new params (`ema_decay_at`).
   Returns:
     (new state, metrics dict of scalars).
@@ -161,6 +162,8 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
   # their slice of the centers and of the optimizer state, and writes it back at the end.
   index = objective.apply({}, batch["label"], batch["mask"], rngs={"sample": sample_rng},
                           method="sample")
+  # The harmonic loss compares with a fixed v1 net's embeddings of the batch.
+  reference = {"reference": batch["reference"]} if "reference" in batch else {}
 
   def compute_loss(trainable, head_kwargs):
     (emb, features), net_updates = model.apply(
@@ -170,7 +173,7 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
     (loss, metrics), head_updates = objective.apply(
         {"params": trainable["head"], **state.loss_state}, emb, features,
         labels=batch["label"], mask=batch["mask"], step=state.step,
-        mutable=list(state.loss_state), **head_kwargs)
+        mutable=list(state.loss_state), **head_kwargs, **reference)
     return loss, (metrics, net_updates, head_updates, emb)
 
   trainable, opt_state, loss, (metrics, net_updates, head_updates, emb), grads = (
@@ -387,7 +390,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   restore = functools.partial(restore_or_init, config, workdir, manager, model, tx, objective,
                               shardings)
   state, meta = restore()
+  reference = (harmonic.reference_embedder(config, mesh)
+               if getattr(objective, "needs_reference", False) else None)
   loop = _Loop(config=config, workdir=workdir, source=source, mesh=mesh, manager=manager,
+               reference=reference,
                step_fn=make_jitted_step(config, model, tx, mesh, objective, shardings),
                guard=DivergenceGuard.from_config(config),
                writer=_SummaryWriter(workdir) if is_chief else None,
@@ -437,6 +443,7 @@ class _Loop:
   writer: "_SummaryWriter | None"
   progress: Any  # tqdm
   evaluators: dict[str, Any]  # name -> registry.Evaluator, built from config.evals
+  reference: Callable[[jax.Array], jax.Array] | None = None  # the harmonic loss's v1 net
 
   def run(self, state: TrainState, rollbacks: int) -> TrainState:
     """Steps from `state.step` to `config.num_train_steps`, logging, saving and evaluating
@@ -450,6 +457,8 @@ class _Loop:
     t_last, n_last = time.perf_counter(), 0
     for data_step, batch in prefetch_to_mesh(batches, self.mesh, c.device_prefetch):
       step = data_step + 1  # step count after this update
+      if self.reference is not None:
+        batch = dict(batch, reference=self.reference(batch["image"]))
       state, metrics = self.step_fn(state, batch)
       n_last += 1
       last = step == c.num_train_steps

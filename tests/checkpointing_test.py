@@ -158,3 +158,32 @@ def test_digest_is_the_same_however_the_array_is_placed_and_sees_one_changed_wor
   assert checkpointing.tree_digest(swapped) != d
   assert checkpointing.tree_digest({"w": tree["w"].reshape(7, 64)}) != checkpointing.tree_digest(
       {"w": tree["w"]})
+
+
+def test_old_steps_leave_by_one_rename_and_a_half_deleted_one_is_never_listed(tmp_path):
+  """Orbax deletes a step file by file; a kill in the middle would leave a listed step with
+  files missing. Old steps go to `_deleted/` by one rename instead, and are purged there."""
+  workdir = str(tmp_path)
+  tree = {"w": np.arange(6, dtype=np.float32)}
+  manager = checkpointing.make_manager(workdir, max_to_keep=2, async_save=False)
+  for step in (1, 2, 3):
+    checkpointing.save(manager, step, tree, tree, {"step": step})
+  manager.wait_until_finished()
+  ckpt = checkpointing.checkpoint_dir(workdir)
+  deleted = os.path.join(ckpt, checkpointing.DELETED_SUBDIR)
+  assert sorted(manager.all_steps()) == [2, 3]
+  assert os.listdir(deleted) == ["1"]  # renamed whole; purged before the next save
+  checkpointing.save(manager, 4, tree, tree, {"step": 4})
+  manager.wait_until_finished()
+  assert os.listdir(deleted) == ["2"]
+  manager.close()
+
+  # What a kill during the purge leaves: a step folder with files missing, in `_deleted/`.
+  for path in glob.glob(os.path.join(deleted, "2", "model", "*")):
+    if os.path.isfile(path):
+      os.remove(path)
+  reader = checkpointing.make_manager(workdir, read_only=True)
+  assert sorted(reader.all_steps()) == [3, 4]
+  assert checkpointing.restore_meta(reader, 3)["step"] == 3
+  checkpointing.make_manager(workdir).close()  # a writable manager purges at start
+  assert os.listdir(deleted) == []

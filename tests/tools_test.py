@@ -6,6 +6,8 @@ shared by the tests; every verb is checked against an independent numpy /
 sklearn / scipy reference or a hand-worked case.
 """
 
+import csv
+import dataclasses
 import json
 import os
 import pathlib
@@ -363,6 +365,50 @@ def test_identify_end_to_end_drops_a_gallery_identity_with_no_usable_image(env, 
   out = result.write_csv(tmp_path / "ids.csv")
   assert open(out).readline().strip() == ("probe,label,answer,identity_1,distance_1,"
                                           "identity_2,distance_2")
+
+
+def test_cli_identifies_between_two_int8_embeddings_files_by_the_codes(env, tmp_path):
+  """`identify --gallery=G.npz --probes=P.npz`, no model: answers and distances are those of
+  a brute-force search over the int8 codes themselves (renormalised)."""
+  _, workdir, _, _, emb = env
+  split = identify.open_set_split(common.ImageList(emb.names, emb.labels, "faces"),
+                                  unknown_fraction=0.25, seed=0)
+  row = {n: i for i, n in enumerate(emb.names)}
+
+  def save(part, name):
+    sub = dataclasses.replace(emb, names=list(part.paths), labels=list(part.labels),
+                              embeddings=emb.embeddings[[row[x] for x in part.paths]])
+    return embed.save_npz(sub, tmp_path / name, quantize="int8")
+
+  g_file, p_file = save(split.gallery, "g.npz"), save(split.probes, "p.npz")
+  proc = subprocess.run([sys.executable, "-m", "facejax.tools", "identify", f"--gallery={g_file}",
+                         f"--probes={p_file}", "--k=2", f"--output={tmp_path / 'ids.csv'}"],
+                        capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f"lfw_{STEP}.json" in proc.stdout and "rank-1" in proc.stdout
+  codes_g = np.load(g_file)["embeddings"]
+  codes_p = np.load(p_file)["embeddings"]
+  assert codes_g.dtype == codes_p.dtype == np.int8
+  ids, dist, order, rank1, _, dir_t, far_t = _brute_force_identify(
+      codes_g.astype(np.float64), split.gallery.labels, codes_p.astype(np.float64),
+      split.probes.labels, THRESHOLD)
+  with open(tmp_path / "ids.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert [r["probe"] for r in rows] == split.probes.paths
+  for r, d, o in zip(rows, dist, order):
+    assert float(r["distance_1"]) == pytest.approx(d[o[0]], abs=2e-6)
+    assert r["answer"] == (ids[o[0]] if d[o[0]] < THRESHOLD else "unknown")
+  assert f"rank-1 {rank1:.4f}" in proc.stdout
+  assert f"DIR {dir_t:.4f}, FAR {far_t:.4f}" in proc.stdout
+
+  # Embeddings of different sizes cannot be compared: one line, exit 2.
+  small = dataclasses.replace(emb, embeddings=emb.embeddings[:, :8])
+  bad = embed.save_npz(small, tmp_path / "small.npz")
+  proc = subprocess.run([sys.executable, "-m", "facejax.tools", "identify", f"--gallery={g_file}",
+                         f"--probes={bad}"], capture_output=True, text=True, cwd=REPO,
+                        timeout=300)
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
+  assert "cannot be compared" in proc.stderr
 
 
 # --- cluster ------------------------------------------------------------------------------------

@@ -56,10 +56,12 @@ from facejax.losses.heads import (  # noqa: E402
     init_head,
 )
 from facejax.losses.partial_fc import PartialFCHead  # noqa: E402
+from facejax.losses.harmonic import HarmonicTripletHead, harmonic_triplet_loss  # noqa: E402
 from facejax.losses.objective import make_objective  # noqa: E402
 
 HEADS["partial_fc"] = PartialFCHead
+HEADS["harmonic"] = HarmonicTripletHead
 
 __all__ += ["FEATURE_SOURCES", "HEADS", "ArcFaceHead", "ASoftmaxHead", "CenterHead",
-            "CombinedMarginHead", "CosFaceHead", "Head", "PartialFCHead", "SoftmaxHead", "TripletHead",
-            "init_head", "make_objective"]
+            "CombinedMarginHead", "CosFaceHead", "HarmonicTripletHead", "Head", "PartialFCHead",
+            "SoftmaxHead", "TripletHead", "harmonic_triplet_loss", "init_head", "make_objective"]

@@ -48,6 +48,8 @@ def make_objective(loss_config: ml_collections.ConfigDict, *, num_classes: int,
   cls = HEADS[name]
   if cls is TripletHead:
     fixed = {"mining": name}
+  elif not any(f.name == "num_classes" for f in dataclasses.fields(cls)):
+    fixed = {}  # a head without a classifier (harmonic triplets) needs no class count
   else:
     if num_classes < 2:
       raise ConfigError(f"config.loss.name={name!r} needs at least 2 training identities, "

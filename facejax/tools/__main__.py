@@ -5,6 +5,7 @@ r"""Everyday face tools on any checkpoint: the verb comes first.
   python -m facejax.tools verify A.jpg B.jpg --config=C --workdir=W [--threshold=T]
   python -m facejax.tools identify --gallery=DIR --probes=P[,P2] --config=C --workdir=W
   python -m facejax.tools identify --split_from=DIR --unknown_fraction=0.2 --config=C --workdir=W
+  python -m facejax.tools identify --gallery=G.npz --probes=P.npz [--workdir=W]
   python -m facejax.tools cluster INPUT --config=C --workdir=W --method=agglomerative|dbscan \
       --output=clusters.csv [--link_dir=D]
   python -m facejax.tools visualise tsne emb.npz --output=tsne.png
@@ -12,8 +13,10 @@ r"""Everyday face tools on any checkpoint: the verb comes first.
 
 INPUT: an image, a folder (recursive; an identity folder when its images lie
 in per-person subfolders), or a list file (path[<TAB>label] per line).
-`cluster` also takes an `.npz` from `embed` (then --config/--workdir are only
-needed for a threshold that is not given). Thresholds default to the one
+`cluster` and `identify` (--gallery, --probes) also take `.npz` files from `embed`
+(int8 ones too); with two files --config/--workdir are only needed for a threshold
+that is not given. The two may come from different models (harmonic embeddings:
+a v1 gallery searched with v2 probes); the threshold is then the probes' model's. Thresholds default to the one
 calibrated on LFW in `<workdir>/eval/lfw_*.json` (the config's LFW images and
 settings: `facejax.evaluation.results`). With --align, the images where MTCNN
 found no face are counted and named. A user error (missing file, no
@@ -129,6 +132,12 @@ def run_identify(args):
                                     seed=FLAGS.seed)
     print(split.summary())
     gallery, probes = split.gallery, split.probes
+  elif FLAGS.gallery and FLAGS.probes and (
+      FLAGS.gallery.endswith(".npz") or any(x.endswith(".npz") for x in FLAGS.probes)):
+    result = _identify_embedded(far_targets)
+    if FLAGS.output:
+      result.write_csv(FLAGS.output)
+    return result
   elif FLAGS.gallery and FLAGS.probes:
     gallery = common.collect_images(FLAGS.gallery, labels="subfolder")
     probes = _images(FLAGS.probes)
@@ -141,6 +150,46 @@ def run_identify(args):
   if FLAGS.output:
     result.write_csv(FLAGS.output)
   return result
+
+
+def _identify_embedded(far_targets):
+  """identify with an embeddings file on one side or both (the other side is embedded
+  as the file was: same flip and standardisation)."""
+  if len(FLAGS.probes) > 1 and any(x.endswith(".npz") for x in FLAGS.probes):
+    _usage("identify: give one probes .npz, or image sources")
+  gallery = embed.load_npz(FLAGS.gallery) if FLAGS.gallery.endswith(".npz") else None
+  probes = embed.load_npz(FLAGS.probes[0]) if FLAGS.probes[0].endswith(".npz") else None
+  model = None
+  if gallery is None or probes is None:
+    model = _model()
+    made = gallery or probes
+    how = dict(flip=made.flip, standardization=made.standardization,
+               batch_size=FLAGS.batch_size)
+    if gallery is None:
+      gallery = embed.embed_images(model, common.collect_images(FLAGS.gallery,
+                                                                labels="subfolder"), **how)
+    else:
+      probes = embed.embed_images(model, _images(FLAGS.probes), **how)
+  if model is not None:
+    cal = _calibration(model.workdir, model.step, model.config)
+  else:
+    cal = _calibration(FLAGS.workdir or probes.checkpoint,
+                       FLAGS.step if FLAGS.step is not None else probes.step, FLAGS.config)
+  if (gallery.checkpoint, gallery.step) != (probes.checkpoint, probes.step):
+    print(f"gallery embedded by {gallery.checkpoint} step {gallery.step}, probes by "
+          f"{probes.checkpoint} step {probes.step}: a cross-model search")
+  for what in ("flip", "standardization"):
+    used = {getattr(gallery, what), getattr(probes, what)}
+    calibrated = getattr(cal, what)
+    if len(used) > 1 or (calibrated is not None and calibrated not in used):
+      print(f"warning: gallery {what}={getattr(gallery, what)}, probes {what}="
+            f"{getattr(probes, what)}, threshold calibrated with {what}={calibrated}",
+            file=sys.stderr)
+  return identify.identify_embedded(
+      gallery.names, gallery.labels, gallery.embeddings, probes.names, probes.labels,
+      probes.embeddings, cal, k=FLAGS.k, far_targets=far_targets,
+      skipped={**gallery.skipped, **probes.skipped}, no_face=gallery.no_face + probes.no_face,
+      probes_source=FLAGS.probes[0])
 
 
 def run_cluster(args):

@@ -310,13 +310,39 @@ def identify(model: FaceModel, gallery: ImageList, probes: ImageList, calibratio
     raise errors.DataError(f"probes {probes.source}: no usable image\n"
                            + format_skipped(p.skipped))
   label_of = dict(zip(probes.paths, probes.labels))
-  p_labels = [label_of[x] for x in p.paths]
+  return identify_embedded(g.paths, g_labels, g.embeddings, p.paths,
+                           [label_of[x] for x in p.paths], p.embeddings, calibration, k=k,
+                           far_targets=far_targets, gallery_dropped=dropped,
+                           skipped={**gallery.left_out, **probes.left_out, **g.skipped,
+                                    **p.skipped},
+                           no_face=g.no_face + p.no_face, probes_source=probes.source)
+
+
+def identify_embedded(gallery_paths: Sequence[str], gallery_labels: Sequence[str],
+                      gallery_emb: np.ndarray, probe_paths: Sequence[str],
+                      probe_labels: Sequence[str], probe_emb: np.ndarray,
+                      calibration: Calibration, *, k: int = 5,
+                      far_targets: Sequence[float] = (0.01, 0.1), gallery_dropped=(),
+                      skipped=None, no_face=(), probes_source: str = "probes") -> IdentifyResult:
+  """`identify` from embeddings already made: gallery [G, D] with a label each, probes
+  [P, D] (labels "" when unknown), e.g. two `tools embed` files, which may come from two
+  models (a v1 gallery searched with harmonic v2 probes)."""
+  if not len(gallery_paths):
+    raise errors.DataError("the gallery has no embeddings")
+  if any(label == UNKNOWN for label in gallery_labels):
+    unlabelled = [x for x, label in zip(gallery_paths, gallery_labels) if label == UNKNOWN]
+    raise errors.DataError(f"gallery: {len(unlabelled)} embedding(s) without an identity, e.g. "
+                           f"{unlabelled[0]} (embed an identity folder)")
+  if not len(probe_paths):
+    raise errors.DataError(f"{probes_source}: no probe embeddings")
+  if gallery_emb.shape[1] != probe_emb.shape[1]:
+    raise errors.DataError(f"gallery embeddings are {gallery_emb.shape[1]}-D, probes "
+                           f"{probe_emb.shape[1]}-D: they cannot be compared")
   identities, _, answers, top_ids, top_d, metrics = identify_embeddings(
-      g.embeddings, g_labels, p.embeddings, p_labels, calibration, k=k, far_targets=far_targets)
-  return IdentifyResult(probe_paths=p.paths, probe_labels=p_labels, answers=answers,
-                        top_identities=top_ids, top_distances=top_d, calibration=calibration,
-                        gallery_size=len(g.paths), gallery_identities=identities,
-                        gallery_dropped=dropped, metrics=metrics,
-                        skipped={**gallery.left_out, **probes.left_out, **g.skipped,
-                                 **p.skipped},
-                        no_face=g.no_face + p.no_face)
+      gallery_emb, gallery_labels, probe_emb, probe_labels, calibration, k=k,
+      far_targets=far_targets)
+  return IdentifyResult(probe_paths=list(probe_paths), probe_labels=list(probe_labels),
+                        answers=answers, top_identities=top_ids, top_distances=top_d,
+                        calibration=calibration, gallery_size=len(gallery_paths),
+                        gallery_identities=identities, gallery_dropped=list(gallery_dropped),
+                        metrics=metrics, skipped=dict(skipped or {}), no_face=list(no_face))
