@@ -23,6 +23,14 @@ Variants (`--config=configs/nn1.py:<arg>`):
           the protocol (threshold from DevTrain, applied to DevTest) 0.822,
           AUC 0.911 (raw pixels 0.590); DevTest in 10 folds of its own
           0.839; View 2 0.890 (View 2 includes the training people).
+  harmonic  FaceNet's harmonic embeddings (appendix 7): a narrower v2 (cpu
+          with conv width 0.375, maxout 768) trained with the harmonic triplet
+          loss (`facejax.losses.harmonic`) against a trained `cpu` v1, so that
+          v1's and v2's embeddings compare. Give v1's workdir:
+          --config.loss.v1_workdir=<v1>. Score it with
+          `python -m facejax.evaluation.harmonic` (README "Harmonic embeddings").
+  harmonic_control  the same v2 with the plain semi-hard triplet loss: the
+          control, whose cross-version accuracy should fall to chance.
   smoke   tiny net, 32x32, 12 steps, checkpoint every 4: train -> checkpoint
           -> resume -> eval (DevTest in 10 folds of its own at step 8, that and
           View 2 at the end) on
@@ -35,13 +43,14 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant = common.parse_variant(arg, "configs/nn1.py", ("cpu", "smoke"))
+  variant = common.parse_variant(arg, "configs/nn1.py",
+                                 ("cpu", "harmonic", "harmonic_control", "smoke"))
   c = common.base(
       model=dict(name="nn1", embedding_dim=128, maxout_features=4096, conv_width=1.0,
                  batch_norm=False, dtype="float32"),
       optimizer=common.optimizer("adagrad", 0.05, initial_accumulator_value=0.1, eps=1e-7))
   c.data.update(image_size=220, resize_size=240, random_crop=True)
-  if variant == "cpu":
+  if variant in ("cpu", "harmonic", "harmonic_control"):
     # BatchNorm: without it this small NN1 collapses (all embeddings equal,
     # loss stuck at the margin) within 200 steps; see facejax/models/nn1.py.
     c.model.update(conv_width=0.5, maxout_features=1024, batch_norm=True)
@@ -54,6 +63,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.num_train_steps = 1500
     c.checkpoint.every_steps = 250
     c.evals.lfw_view1.every_steps = 500
+  if variant in ("harmonic", "harmonic_control"):
+    # v2: a smaller net than v1 (FaceNet 7.2: a mobile net compatible with a server net).
+    c.model.update(conv_width=0.375, maxout_features=768)
+  if variant == "harmonic":
+    # v1_workdir has no default: a path is the user's, given on the command line.
+    c.loss = ml_collections.ConfigDict(dict(name="harmonic", v1_workdir="", mining="semi_hard",
+                                            margin=0.2))
   elif variant == "smoke":
     c.model.update(conv_width=0.125, maxout_features=64, embedding_dim=32)
     c.data.update(image_size=32, resize_size=36, source_crop=140, max_identities=60)

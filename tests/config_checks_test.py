@@ -27,7 +27,7 @@ VARIANTS = {
     "inception_resnet_v1_finetune": (None, "smoke"),
     "lfw_iresnet18_arcface": (None, "smoke"),
     "ms1mv3_r50_arcface": (None, "smoke"),
-    "nn1": (None, "cpu", "smoke"),
+    "nn1": (None, "cpu", "harmonic", "harmonic_control", "smoke"),
     "nn2": (None, "paper", "smoke"),
     "nn3": (None, "paper", "smoke"),
     "nn4": (None, "paper", "smoke"),
@@ -42,7 +42,14 @@ VARIANTS = {
 def _config(name: str = "nn1", variant: str | None = "smoke") -> ml_collections.ConfigDict:
   c = importlib.import_module(f"configs.{name}").get_config(variant)
   c.data.data_dir = "/nonexistent/lfw_parent"  # a FieldReference; never read by the checks
+  if c.loss.name == "harmonic":
+    c.loss.v1_workdir = "/nonexistent/v1"  # the user's, given on the command line
   return c
+
+
+def test_the_harmonic_config_asks_for_v1s_workdir_by_its_key():
+  c = importlib.import_module("configs.nn1").get_config("harmonic")
+  _raises(c, "config.loss.v1_workdir=''", "--config.loss.v1_workdir=")
 
 
 def _set(c: ml_collections.ConfigDict, dotted: str, value) -> None:

@@ -105,3 +105,27 @@ def test_a_v1_of_another_input_or_embedding_size_is_refused_naming_the_key(smoke
   with pytest.raises(errors.ConfigError) as e:
     harmonic.reference_embedder(_harmonic(smoke_config, str(tmp_path / "v1")), train.make_mesh())
   assert "v1 takes (40, 40) images" in str(e.value) and "v1 embeds in 16-D" in str(e.value)
+
+
+def test_cross_version_table_rows_are_lfw_evaluations_of_each_pairing(smoke_config, tmp_path):
+  from facejax.evaluation import harmonic as harmonic_eval  # pylint: disable=import-outside-toplevel
+  from facejax.evaluation import lfw_eval  # pylint: disable=import-outside-toplevel
+  c = smoke_config.copy_and_resolve_references()
+  w1, w2 = str(tmp_path / "v1"), str(tmp_path / "v2")
+  _save_v1(c, w1, seed=1)
+  _save_v1(c, w2, seed=2)
+  protocol = "dev_test_10fold"
+  rows, info = harmonic_eval.cross_version_rows(c, w1, c, w2, protocol=protocol)
+  assert [r.name for r in rows] == ["v1 / v1", "v2 / v2", "v1 / v2", "v2 / v1"]
+  assert info["num_pairs"] == 1000 and info["v1_step"] == info["v2_step"] == 5
+  for row, workdir in zip(rows[:2], (w1, w2)):
+    want = lfw_eval.evaluate_lfw(c, workdir=workdir, protocol=protocol, subtract_mean=False,
+                                 write=False)
+    assert row.accuracy == pytest.approx(want.accuracy, abs=1e-9)
+    assert row.auc == pytest.approx(want.verification.auc, abs=1e-9)
+  # One net on both sides: every pairing is that net's own evaluation.
+  same, _ = harmonic_eval.cross_version_rows(c, w1, c, w1, protocol=protocol)
+  assert len({(r.accuracy, r.auc) for r in same}) == 1
+  assert same[0].accuracy == pytest.approx(rows[0].accuracy, abs=1e-9)
+  # Two unrelated random nets: their cross pairs carry no identity.
+  assert abs(rows[2].auc - 0.5) < 0.1 and abs(rows[3].auc - 0.5) < 0.1

@@ -50,6 +50,7 @@ MODULES = {
     "facejax.evaluation": "facejax/evaluation/__main__.py",
     "facejax.data.align": "facejax/data/align.py",
     "facejax.evaluation.ablation": "facejax/evaluation/ablation.py",
+    "facejax.evaluation.harmonic": "facejax/evaluation/harmonic.py",
     "facejax.evaluation.make_bin": "facejax/evaluation/make_bin.py",
     "facejax.convert": "facejax/convert.py",
     "facejax.export": "facejax/export/__main__.py",

@@ -30,7 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from facejax.errors import ConfigError
 from facejax.losses._masked import Metrics
-from facejax.losses.heads import Head
+from facejax.losses.heads import Head, HeadArgumentError
 from facejax.losses.triplet import TRIPLET_LOSSES
 
 
@@ -62,6 +62,12 @@ class HarmonicTripletHead(Head):
   _choices: ClassVar[dict[str, tuple]] = {"mining": tuple(TRIPLET_LOSSES)}
   _minimum: ClassVar[dict[str, float]] = {"margin": 0.0}
   needs_reference: ClassVar[bool] = True
+
+  def __post_init__(self):
+    if not self.v1_workdir:
+      raise HeadArgumentError([f"v1_workdir={self.v1_workdir!r}: give v1's workdir "
+                               f"(--config.loss.v1_workdir=...)"])
+    super().__post_init__()
 
   def __call__(self, embedding, features, *, labels, mask, step, reference=None):
     del features, step
