@@ -76,6 +76,7 @@ def _harmonic(smoke_config, v1_workdir, steps=2):
   return c
 
 
+@pytest.mark.slow  # about a minute: .ci/run's slow line runs it
 def test_reference_is_v1s_forward_pass_and_a_harmonic_run_trains(smoke_config, tmp_path):
   v1_config = smoke_config.copy_and_resolve_references()
   v1_config.model.conv_width = 0.25  # v1 may be another net (same input and embedding size)
