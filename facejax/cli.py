@@ -11,6 +11,7 @@ Orbax and TensorStore INFO chatter is dropped from the logs.
 """
 
 import logging as logging_std
+import re
 import sys
 import warnings
 
@@ -54,6 +55,28 @@ def _main_with_user_errors(main):
   return wrapped
 
 
+def _parse_flags(argv):
+  """absl's flag parsing (its own errors keep absl's "FATAL Flags parsing error" line); a
+  config override naming a key the config lacks (`--config.loss.nope=1`), which
+  ml_collections reports as an AttributeError or KeyError, is a user error naming the flag."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as e:
+    message = e  # ml_collections nests the KeyError, whose message may add a hint
+    while isinstance(message, BaseException) and message.args:
+      message = message.args[0]
+    message = str(message)
+    key = re.match(r"\W*([\w-]*)", message).group(1)
+    hint = re.search(r'Did you mean "([\w-]+)"', message)
+    flags_given = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--")]
+    named = [f for f in flags_given if key and re.search(rf"\.{re.escape(key)}(\.|$)", f)]
+    where = named[0] if named else "a --config override"
+    print(user_error_line(f"{where}: the config has no key {key!r}"
+                          + (f" (did you mean {hint.group(1)!r}?)" if hint else "")),
+          file=sys.stderr)
+    sys.exit(USER_ERROR_EXIT_CODE)
+
+
 def run(main) -> None:
   """`absl.app.run(main)`, with user errors as one line and exit status 2.
 
@@ -62,4 +85,4 @@ def run(main) -> None:
   computation, and no entry point computes before calling `run`.
   """
   xla_flags.set_default_xla_cpu_flags()
-  app.run(_main_with_user_errors(main))
+  app.run(_main_with_user_errors(main), flags_parser=_parse_flags)
