@@ -50,6 +50,12 @@ def test_config_keys_are_checked_by_name():
     make_objective(ml_collections.ConfigDict({"name": "harmonic", "v1_workdir": "/x",
                                               "mining": "hardest"}), num_classes=0,
                    feature_dim=0)
+  # `mining` is one of its keys (a triplet head's comes from the name): only the typo is named.
+  with pytest.raises(errors.ConfigError) as e:
+    make_objective(ml_collections.ConfigDict({"name": "harmonic", "v1_workdir": "/x",
+                                              "mining": "batch_all", "margn": 0.2}),
+                   num_classes=0, feature_dim=0)
+  assert "config.loss.margn: unknown key" in str(e.value) and "mining" not in str(e.value)
 
 
 def _save_v1(config, workdir, seed):

@@ -110,14 +110,17 @@ def test_config_errors_name_the_key(config, fragments):
 
 
 def test_every_loss_name_has_a_head_whose_fields_are_its_config_keys():
-  # partial_fc is a head of its own (sharded centers), not a function of `classification`.
+  # partial_fc is a head of its own (sharded centers), not a function of `classification`;
+  # harmonic is triplets over two nets' embeddings (losses/harmonic.py).
   assert set(heads.HEADS) == (set(losses.TRIPLET_LOSSES) | set(losses.CLASSIFICATION_LOSSES)
-                              | {"partial_fc"})
+                              | {"partial_fc", "harmonic"})
   from facejax.losses.objective import config_keys
   assert config_keys(heads.TripletHead) == {"margin": True}
   assert set(config_keys(heads.CenterHead)) == {"features", "center_weight", "center_alpha"}
   assert set(config_keys(heads.ASoftmaxHead)) == {
       "features", "margin_m", "lambda_base", "lambda_gamma", "lambda_power", "lambda_min"}
   assert set(config_keys(heads.CombinedMarginHead)) == {"features", "scale", "m1", "m2", "m3"}
+  assert config_keys(losses.HarmonicTripletHead) == {"v1_workdir": True, "mining": False,
+                                                    "margin": False}
   assert set(config_keys(losses.PartialFCHead)) == {"features", "scale", "m1", "m2", "m3",
                                                     "sample_rate", "row_multiple", "init_std"}

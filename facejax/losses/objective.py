@@ -17,15 +17,17 @@ import ml_collections
 from facejax.errors import ConfigError, did_you_mean, unknown_keys
 from facejax.losses.heads import HEADS, Head, HeadArgumentError, TripletHead
 
-# Constructor fields that come from the data and the net, not from `config.loss`.
-_FROM_RUN = ("num_classes", "feature_dim", "mining", "num_shards")
+# Constructor fields that come from the data and the net, not from `config.loss` (and a
+# triplet head's `mining`, which is `config.loss.name` itself).
+_FROM_RUN = ("num_classes", "feature_dim", "num_shards")
 
 
 def config_keys(cls: type[Head]) -> dict[str, bool]:
   """The `config.loss` keys head `cls` takes (less `name`): key -> whether it is required."""
+  from_run = _FROM_RUN + (("mining",) if cls is TripletHead else ())
   return {f.name: f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
           for f in dataclasses.fields(cls)
-          if f.init and f.name not in ("parent", "name") + _FROM_RUN}
+          if f.init and f.name not in ("parent", "name") + from_run}
 
 
 def make_objective(loss_config: ml_collections.ConfigDict, *, num_classes: int,
