@@ -136,13 +136,6 @@ def _combinations(config: ml_collections.ConfigDict, num_devices: int) -> list[s
   if config.batch_size % num_devices:
     problems.append(f"config.batch_size={config.batch_size} is not divisible by the "
                     f"{num_devices} devices of the mesh")
-  if (config.loss.name == "partial_fc" and config.loss.get("sample_rate", 1.0) < 1.0
-      and config.optimizer.get("accumulate_steps", 1) > 1):
-    # Each micro-step samples its own centers; the accumulated update would need their union.
-    problems.append(f"config.optimizer.accumulate_steps={config.optimizer.accumulate_steps} "
-                    f"with config.loss.sample_rate={config.loss.sample_rate}: gradient "
-                    "accumulation is not supported with a sampled Partial FC head (use "
-                    "sample_rate=1.0 or accumulate_steps=1)")
   if is_triplet and config.images_per_identity < 2:
     problems.append(f"config.images_per_identity={config.images_per_identity} must be >= 2 "
                     "to form anchor-positive pairs")

@@ -5,6 +5,7 @@ A Partial FC head sharded over an 8-device mesh against references on one device
   loss, the net's gradients (through one SGD-momentum step) and the head after the step;
 * r = 0.1: the same head with its 8 row shards on one device (the same sample, unsharded)
   over 3 steps, which also shows the sample is a function of (seed, step) only;
+* r = 0.1 with gradient accumulation (2 micro-steps per update), the same comparison;
 and where the arrays live: the centers and their momentum split 8 ways by rows.
 """
 
@@ -26,10 +27,11 @@ from facejax.models import create_model  # noqa: E402
 NUM_CLASSES = 1000
 
 
-def setup(loss, devices, num_shards):
+def setup(loss, devices, num_shards, accumulate_steps=1):
   config = nn1.get_config("smoke")
   config.loss = common.loss(**loss)
-  config.optimizer = common.optimizer("sgd", 0.05, momentum=0.9, weight_decay=5e-4)
+  config.optimizer = common.optimizer("sgd", 0.05, momentum=0.9, weight_decay=5e-4,
+                                      accumulate_steps=accumulate_steps)
   mesh = train.make_mesh(devices)
   model = create_model(config.model)
   objective = make_objective(config.loss, num_classes=NUM_CLASSES,
@@ -63,6 +65,21 @@ def max_diff(a, b):
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)) if np.size(y))
 
 
+def sharded_against_one_device(out, name, loss, *, steps, accumulate_steps=1):
+  """`steps` steps of a head sharded over 8 devices and of its 8 row shards on one device;
+  records their losses and largest state difference under `name`. Returns the sharded
+  state and its initial centers."""
+  config, mesh8, s8, step8, _ = setup(loss, jax.devices(), 8, accumulate_steps)
+  _, mesh1, s1, step1, _ = setup(loss, jax.devices()[:1], 8, accumulate_steps)
+  w0 = np.asarray(jax.device_get(s8.head["weight"]))
+  s8, l8 = run(s8, step8, mesh8, config, steps)
+  s1, l1 = run(s1, step1, mesh1, config, steps)
+  out[f"{name}_losses"] = [l8, l1]
+  out[f"{name}_state_diff"] = max_diff(jax.device_get((s8.params, s8.head, s8.opt_state)),
+                                       jax.device_get((s1.params, s1.head, s1.opt_state)))
+  return s8, w0
+
+
 def main():
   assert jax.device_count() == 8
   out = {}
@@ -89,15 +106,16 @@ def main():
                                              - w_host)))
   # r = 0.1: sharded over 8 devices against 8 row shards on one device, 3 steps.
   pfc01 = dict(name="partial_fc", sample_rate=0.1, row_multiple=1024)
-  config, mesh8, s8, step8, _ = setup(pfc01, jax.devices(), 8)
-  _, mesh1, s1, step1, _ = setup(pfc01, jax.devices()[:1], 8)
-  s8, l8 = run(s8, step8, mesh8, config, 3)
-  s1, l1 = run(s1, step1, mesh1, config, 3)
-  out["r01_losses"] = [l8, l1]
-  out["r01_state_diff"] = max_diff(jax.device_get((s8.params, s8.head, s8.opt_state)),
-                                   jax.device_get((s1.params, s1.head, s1.opt_state)))
+  s8, _ = sharded_against_one_device(out, "r01", pfc01, steps=3)
   out["r01_weight_shards_after"] = sorted(
       {tuple(s.data.shape) for s in s8.head["weight"].addressable_shards})
+  # With 2 micro-steps per update (optax.MultiSteps), 4 steps: the accumulator is split by
+  # rows like the centers, and only the rows the two windows sampled move.
+  s8a, w0 = sharded_against_one_device(out, "acc", pfc01, steps=4, accumulate_steps=2)
+  out["acc_grads_shard_shapes"] = sorted(
+      {tuple(s.data.shape) for s in s8a.opt_state.acc_grads["head"]["weight"].addressable_shards})
+  moved = np.any(np.asarray(jax.device_get(s8a.head["weight"])) != w0, axis=1)
+  out["acc_rows_moved"] = int(moved.sum())
   from facejax import checkpointing
   host = jax.device_get(s8.train_vars())
   out["digest_sharded_equals_host"] = (checkpointing.tree_digest(s8.train_vars())

@@ -178,3 +178,54 @@ def test_bad_settings_name_the_key():
     make_objective(ml_collections.ConfigDict(dict(name="partial_fc", row_multiple=100)),
                    num_classes=C, feature_dim=D, num_shards=3)
   assert isinstance(_head(), PartialFCHead)
+
+
+def test_accumulated_sampled_steps_update_the_union_of_their_rows_once():
+  """optax.MultiSteps over a sampled head: two micro-steps sample other rows; the update at
+  the second applies their mean dense gradient to the union of both samples, and every other
+  row keeps its weight and momentum bit for bit."""
+  head = _head(sample_rate=0.1)
+  (x1, y1, m1), (x2, y2, m2) = _batch(2), _batch(3)
+  w = head.init({"params": jax.random.key(0)}, x1, x1, labels=y1, mask=m1, step=0)["params"]
+  tx = optax.MultiSteps(optax.chain(optax.add_decayed_weights(5e-4),
+                                    optax.sgd(0.1, momentum=0.9)), every_k_schedule=2)
+  tx = tx.gradient_transformation()
+  trainable = {"model": {}, "head": w}
+  state = tx.init(trainable)
+  inner = jax.tree.map(lambda a: a + 0.01 if a.dtype == jnp.float32 else a,
+                       state.inner_opt_state)  # momentum non-zero everywhere
+  state = state._replace(inner_opt_state=inner)
+  keys = jax.random.key(5), jax.random.key(6)
+
+  def dense_grad(x, y, mask, key):
+    g = jax.grad(lambda t: head.apply({"params": t["head"]}, x, x, labels=y, mask=mask,
+                                      step=0, rngs={"sample": key})[0])(trainable)
+    return np.asarray(g["head"]["weight"], np.float64)
+
+  sampled = np.zeros(384, bool)
+  t, s = trainable, state
+  for (x, y, mask), key in zip([(x1, y1, m1), (x2, y2, m2)], keys):
+    index = head.apply({}, y, mask, rngs={"sample": key}, method="sample")
+    sampled[(np.arange(4)[:, None] * 96 + np.asarray(index)).ravel()] = True
+
+    def loss_fn(p, head_kwargs, x=x, y=y, mask=mask):
+      return head.apply({"params": p["head"]}, x, x, labels=y, mask=mask, step=0,
+                        **head_kwargs)[0], None
+
+    t, s, _, _, _ = optimizer_step(tx, t, s, loss_fn, index, update_scale=0.5)
+    if key is keys[0]:  # the first micro-step only accumulates
+      np.testing.assert_array_equal(np.asarray(t["head"]["weight"]), np.asarray(w["weight"]))
+  assert 0 < sampled.sum() < 384
+
+  mean_g = (dense_grad(x1, y1, m1, keys[0]) + dense_grad(x2, y2, m2, keys[1])) / 2
+  assert not np.any(mean_g[~sampled])
+  w0 = np.asarray(w["weight"], np.float64)
+  old_m = np.asarray(inner[1][0].trace["head"]["weight"], np.float64)
+  m = 0.9 * old_m + mean_g + 5e-4 * w0
+  new_w = np.asarray(t["head"]["weight"])
+  new_m = np.asarray(s.inner_opt_state[1][0].trace["head"]["weight"])
+  np.testing.assert_array_equal(new_w[~sampled], np.asarray(w["weight"])[~sampled])
+  np.testing.assert_array_equal(new_m[~sampled], old_m[~sampled].astype(np.float32))
+  np.testing.assert_allclose(new_m[sampled], m[sampled], rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(new_w[sampled], (w0 - 0.05 * m)[sampled], rtol=1e-5, atol=1e-7)
+  assert not np.any(np.asarray(s.acc_grads["head"]["weight"]))  # reset for the next window

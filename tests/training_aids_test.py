@@ -92,13 +92,3 @@ def test_ema_run_resumes_bit_exact_and_a_changed_setting_is_refused(smoke_config
   with pytest.raises(checkpointing.IncompatibleCheckpointError, match="ema_decay=0.0"):
     train.train_and_evaluate(off, str(tmp_path / "b"))
   assert checkpointing.make_manager(str(tmp_path / "b"), read_only=True).latest_step() == 4
-
-
-def test_sampled_partial_fc_with_accumulation_is_refused(smoke_config):
-  c = smoke_config.copy_and_resolve_references()
-  c.loss = common.loss("partial_fc", sample_rate=0.5)
-  c.data.sampling = "shuffle"
-  c.optimizer = common.optimizer("sgd", 0.1, accumulate_steps=2)
-  from facejax.errors import ConfigError
-  with pytest.raises(ConfigError, match="accumulate_steps=2 with config.loss.sample_rate=0.5"):
-    train.validate_config(c, 1)

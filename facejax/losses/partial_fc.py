@@ -146,13 +146,16 @@ def optimizer_step(tx: optax.GradientTransformation, trainable: dict, opt_state:
   the trainable tree, or to its gathered slice when `index` is given (`head_kwargs`
   is then {"index": index}, for the head's call). The updates are multiplied by
   `update_scale` (the trainer's learning-rate scale) before they are applied, and a
-  slice is written back in place (`scatter_trainable`).
+  slice is written back in place (`scatter_trainable`). Under `optax.MultiSteps` the
+  sampled step accumulates instead (`_accumulating_step`).
 
   Returns (new trainable, new opt_state, loss, aux, grads); `grads` are the slice's.
   """
   full, full_opt_state = trainable, opt_state
   head_kwargs = {}
   if index is not None:
+    if isinstance(opt_state, optax.MultiStepsState):
+      return _accumulating_step(tx, trainable, opt_state, loss_fn, index, update_scale)
     trainable, opt_state = gather_trainable(tx, trainable, opt_state, index)
     head_kwargs = {"index": index}
   (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, head_kwargs)
@@ -167,6 +170,52 @@ def optimizer_step(tx: optax.GradientTransformation, trainable: dict, opt_state:
     trainable, opt_state = scatter_trainable(tx, full, full_opt_state, trainable, opt_state,
                                              index)
   return trainable, opt_state, loss, aux, grads
+
+
+def _accumulating_step(tx: optax.GradientTransformation, trainable: dict,
+                       opt_state: optax.MultiStepsState, loss_fn, index: jax.Array,
+                       update_scale: jax.Array | float):
+  """`optimizer_step` for a sampled head under `optax.MultiSteps` (k micro-steps per update).
+
+  Each micro-step samples other rows, so the update of a window must reach the
+  union of their rows. The slice's gradient is written into a zero [C_pad, D]
+  (sharded like the centers) that MultiSteps averages into its accumulator, and
+  a row is in the union when it is sampled now or its accumulated gradient is
+  non-zero. Every row outside the union keeps its weight and optimizer state
+  bit for bit (a dense update would let momentum and weight decay move them,
+  as arcface_torch's does). The price, for accumulation only: the accumulator
+  and one dense temporary, each C x D / N per device.
+  """
+  split = row_split_leaves(trainable)
+  rows = jax.tree.map(lambda is_split, w: gather_rows(w, index) if is_split else w,
+                      split, trainable)
+  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(rows, {"index": index})
+
+  def dense(is_split, w, g):
+    return scatter_rows(jnp.zeros_like(w), index, g) if is_split else g
+
+  def in_union(is_split, w, acc):
+    if not is_split:
+      return None
+    now = jnp.ones(index.shape + (1,), w.dtype)
+    sampled = scatter_rows(jnp.zeros((w.shape[0], 1), w.dtype), index, now) > 0
+    return sampled | jnp.any(acc != 0, axis=-1, keepdims=True)
+
+  union = jax.tree.map(in_union, split, trainable, opt_state.acc_grads)
+  updates, new_state = tx.update(jax.tree.map(dense, split, trainable, grads), opt_state,
+                                 trainable)
+  updates = jax.tree.map(lambda u: u * jnp.asarray(update_scale, u.dtype), updates)
+  new = optax.apply_updates(trainable, updates)
+  keep = lambda rows_in, n, o: n if rows_in is None else jnp.where(rows_in, n, o)  # noqa: E731
+  new = jax.tree.map(keep, union, new, trainable, is_leaf=lambda x: x is None)
+  # Every params-shaped part of the state (the accumulator, momentum, Adam's moments):
+  # outside the union the accumulator stays zero, so one rule covers them all.
+  union_in_state = optax.tree_utils.tree_map_params(
+      tx, lambda _, rows_in: rows_in, new_state, union, transform_non_params=lambda _: None,
+      is_leaf=lambda x: x is None)
+  new_state = jax.tree.map(keep, union_in_state, new_state, opt_state,
+                           is_leaf=lambda x: x is None)
+  return new, new_state, loss, aux, grads
 
 
 class PartialFCHead(ClassifierHead):
