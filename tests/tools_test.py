@@ -519,3 +519,21 @@ def test_cli_embeds_a_folder_and_clusters_the_npz(env, tmp_path):
   assert proc.returncode == 2 and "Traceback" not in proc.stderr
   assert f"error: no such file or folder: {tmp_path / 'no_faces_here'}" in proc.stderr
   assert "read only" not in proc.stderr and "orbax" not in proc.stderr.lower()
+
+
+def test_a_setting_unlike_the_other_side_or_the_calibration_is_one_warning_line(capsys):
+  from types import SimpleNamespace
+  from facejax.tools.__main__ import _warn_unlike_calibration
+  cal = SimpleNamespace(flip="none", standardization="fixed")
+  gallery = SimpleNamespace(flip="none", standardization="fixed")
+  probes = SimpleNamespace(flip="concat", standardization="fixed")
+  _warn_unlike_calibration({"gallery": gallery, "probes": probes}, cal)
+  assert capsys.readouterr().err.splitlines() == [
+      "warning: gallery flip=none, probes flip=concat, threshold calibrated with flip=none"]
+  # One file embedded unlike the calibration; then one agreeing with it: no line.
+  _warn_unlike_calibration({"e.npz": probes}, cal)
+  assert capsys.readouterr().err.splitlines() == [
+      "warning: e.npz flip=concat, threshold calibrated with flip=none"]
+  _warn_unlike_calibration({"e.npz": gallery}, cal)
+  _warn_unlike_calibration({"e.npz": gallery}, SimpleNamespace(flip=None, standardization=None))
+  assert capsys.readouterr().err == ""

@@ -16,9 +16,9 @@ in per-person subfolders), or a list file (path[<TAB>label] per line).
 `cluster` and `identify` (--gallery, --probes) also take `.npz` files from `embed`
 (int8 ones too); with two files --config/--workdir are only needed for a threshold
 that is not given. The two may come from different models (harmonic embeddings:
-a v1 gallery searched with v2 probes); the threshold is then the probes' model's. Thresholds default to the one
-calibrated on LFW in `<workdir>/eval/lfw_*.json` (the config's LFW images and
-settings: `facejax.evaluation.results`). With --align, the images where MTCNN
+a v1 gallery searched with v2 probes); the threshold is then the probes' model's.
+Thresholds default to the one calibrated on LFW in `<workdir>/eval/lfw_*.json`
+(the config's LFW images and settings: `facejax.evaluation.results`). With --align, the images where MTCNN
 found no face are counted and named. A user error (missing file, no
 checkpoint, no calibration) prints one line and exits with status 2.
 """
@@ -152,6 +152,20 @@ def run_identify(args):
   return result
 
 
+def _warn_unlike_calibration(embedded: dict, cal) -> None:
+  """One warning line per setting (flip, standardisation) on which the embeddings
+  `embedded` {name: embed.EmbedResult} differ from each other or from the threshold's
+  calibration: the threshold then measures other distances."""
+  for what in ("flip", "standardization"):
+    used = {name: getattr(data, what) for name, data in embedded.items()}
+    calibrated = getattr(cal, what)
+    if len(set(used.values())) > 1 or (calibrated is not None
+                                       and calibrated not in used.values()):
+      sides = ", ".join(f"{name} {what}={value}" for name, value in used.items())
+      print(f"warning: {sides}, threshold calibrated with {what}={calibrated}",
+            file=sys.stderr)
+
+
 def _identify_embedded(far_targets):
   """identify with an embeddings file on one side or both (the other side is embedded
   as the file was: same flip and standardisation)."""
@@ -178,13 +192,7 @@ def _identify_embedded(far_targets):
   if (gallery.checkpoint, gallery.step) != (probes.checkpoint, probes.step):
     print(f"gallery embedded by {gallery.checkpoint} step {gallery.step}, probes by "
           f"{probes.checkpoint} step {probes.step}: a cross-model search")
-  for what in ("flip", "standardization"):
-    used = {getattr(gallery, what), getattr(probes, what)}
-    calibrated = getattr(cal, what)
-    if len(used) > 1 or (calibrated is not None and calibrated not in used):
-      print(f"warning: gallery {what}={getattr(gallery, what)}, probes {what}="
-            f"{getattr(probes, what)}, threshold calibrated with {what}={calibrated}",
-            file=sys.stderr)
+  _warn_unlike_calibration({"gallery": gallery, "probes": probes}, cal)
   return identify.identify_embedded(
       gallery.names, gallery.labels, gallery.embeddings, probes.names, probes.labels,
       probes.embeddings, cal, k=FLAGS.k, far_targets=far_targets,
@@ -200,11 +208,7 @@ def run_cluster(args):
     workdir = FLAGS.workdir or data.checkpoint
     step = FLAGS.step if FLAGS.step is not None else data.step
     cal = _calibration(workdir, step, FLAGS.config)
-    for what in ("flip", "standardization"):
-      used, calibrated = getattr(data, what), getattr(cal, what)
-      if calibrated is not None and used != calibrated:
-        print(f"warning: {args[0]} was embedded with {what}={used}, the threshold was "
-              f"calibrated with {what}={calibrated}", file=sys.stderr)
+    _warn_unlike_calibration({args[0]: data}, cal)
   else:
     images = _images(args)
     model = _model()
