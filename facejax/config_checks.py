@@ -21,7 +21,7 @@ from facejax import models, optimizers
 from facejax.data import datasets, image_check, input_pipeline, sampling
 from facejax.errors import ConfigError, did_you_mean
 from facejax.evaluation import lfw_eval, registry
-from facejax.losses import TRIPLET_LOSSES, make_objective
+from facejax.losses import HEADS, make_objective
 
 __all__ = ["ConfigError", "validate_config"]
 
@@ -123,8 +123,8 @@ def _augmentations(data: ml_collections.ConfigDict) -> None:
 def _combinations(config: ml_collections.ConfigDict, num_devices: int) -> list[str]:
   problems = []
   data = config.data
-  # The harmonic loss is a triplet loss over two versions' embeddings.
-  is_triplet = config.loss.name in TRIPLET_LOSSES or config.loss.name == "harmonic"
+  head = HEADS.get(config.loss.name)
+  is_triplet = head is not None and head.needs_pk_batches
   if is_triplet and data.sampling != "pk":
     problems.append(f"config.data.sampling={data.sampling!r} with the triplet loss "
                     f"config.loss.name={config.loss.name!r}: triplets need P x K batches ('pk')")

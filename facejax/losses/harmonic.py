@@ -60,6 +60,7 @@ class HarmonicTripletHead(Head):
   mining: str = "semi_hard"
   margin: float = 0.2
   _choices: ClassVar[dict[str, tuple]] = {"mining": tuple(TRIPLET_LOSSES)}
+  needs_pk_batches: ClassVar[bool] = True
   _minimum: ClassVar[dict[str, float]] = {"margin": 0.0}
   needs_reference: ClassVar[bool] = True
 

@@ -60,6 +60,8 @@ class Head(nn.Module):
   """
   _choices: ClassVar[dict[str, tuple]] = {}
   _minimum: ClassVar[dict[str, float]] = {}
+  # Triplets need P x K batches: >= 2 images of each identity in a batch.
+  needs_pk_batches: ClassVar[bool] = False
 
   def __post_init__(self):
     problems = _field_problems(self)
@@ -106,6 +108,7 @@ class TripletHead(Head):
   margin: float
   _choices: ClassVar[dict[str, tuple]] = {"mining": tuple(TRIPLET_LOSSES)}
   _minimum: ClassVar[dict[str, float]] = {"margin": 0.0}
+  needs_pk_batches: ClassVar[bool] = True
 
   def __call__(self, embedding, features, *, labels, mask, step):
     del features, step  # triplets compare unit vectors, and nothing is scheduled
