@@ -49,13 +49,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = common.base(
       model=dict(name="iresnet18", embedding_dim=512, dtype="float32"),
       optimizer=common.optimizer("sgd", 0.02, momentum=0.9, weight_decay=5e-4,
-                                 schedule=dict(name="polynomial", warmup_steps=45, power=1.0)),
+                                 schedule=dict(name="polynomial", warmup_steps=70, power=1.0)),
       loss=dict(name="partial_fc", scale=64.0, m1=1.0, m2=0.5, m3=0.0, sample_rate=1.0),
       image_size=112)
   c.data.source_crop = 0  # aligned crops: no centre crop
   c.data.sampling = "shuffle"
   c.batch_size = 32
-  c.num_train_steps = 450
+  c.num_train_steps = 700
   c.checkpoint.every_steps = 50
   c.log_every_steps = 10
   c.evals.lfw_view1.every_steps = 200
