@@ -17,20 +17,19 @@ arcface_torch's recipe (configs/base.py; SCALE.md §6) scaled to one CPU:
   * shuffled batches, random flip only.
 Scaled here: batch 32 (arcface_torch: 128 per GPU x 8) with lr 0.02
 (arcface_torch's one-GPU recipe uses 0.02 at batch 128; a smaller batch
-tolerates no more), 450 steps with 45 of warm-up: 14,400 images, about 2.2
+tolerates no more), 700 steps with 70 of warm-up: 22,400 images, about 3.4
 passes over the 6,671 DevTrain images of people with >= 2 faces (1,184
-identities), which is about one hour of training on this 2-core CPU
-(IResNet-18 trains at ~4 images/s here).
+identities): one hour of training on this 2-core CPU (measured 5.1 s a step,
+6.3 images/s), plus about 3 minutes for each View 1 evaluation.
 
 Evaluation: LFW View 1 by its protocol (threshold from the DevTrain pairs,
-one accuracy on DevTest: people not trained on) at step 200 (~26 min, the
-training time of the NN1 cpu re-run) and at the end. README "Results"
-compares it with NN1 cpu (triplets) and NN4.small2 (center loss).
+one accuracy on DevTest: people not trained on) every 200 steps and at the
+end. README "Results" compares it with NN1 cpu (triplets) and NN4.small2
+(center loss) at their training budgets.
 
-Measured 2026-12-02 (the 2 cores shared with tests and CI throughout, so wall times are not
-the run's own; stopped at step 300 of 450 for time): View 1 by the protocol 0.798 at step
-200 (~25 min of idle training), 0.825 at step 300 (AUC 0.896, VAL 0.224 at FAR 1e-3);
-NN1 cpu reaches 0.822 after 26 min (README "Results").
+Measured 2026-12-03 (README "Results"): View 1 0.798 at step 200 (17.5 min of
+training), 0.834 at 400, 0.855 at 600 and 0.866 at the end (59 min; AUC
+0.928); NN1 cpu reaches 0.822 after 26 minutes.
 
 Variants (`--config=configs/lfw_iresnet18_arcface.py:<arg>`):
   (none)  the run above.
