@@ -18,9 +18,9 @@ in per-person subfolders), or a list file (path[<TAB>label] per line).
 that is not given. The two may come from different models (harmonic embeddings:
 a v1 gallery searched with v2 probes); the threshold is then the probes' model's.
 Thresholds default to the one calibrated on LFW in `<workdir>/eval/lfw_*.json`
-(the config's LFW images and settings: `facejax.evaluation.results`). With --align, the images where MTCNN
-found no face are counted and named. A user error (missing file, no
-checkpoint, no calibration) prints one line and exits with status 2.
+(the config's LFW images and settings: `facejax.evaluation.results`). With --align,
+the images where MTCNN found no face are counted and named. A user error (missing
+file, no checkpoint, no calibration) prints one line and exits with status 2.
 """
 
 import sys
